@@ -1,0 +1,259 @@
+//! The `addrinuse` command as a user meets it: output formats, filters,
+//! the probe grammar, and exit code 2 with a one-line error for bad input.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn addrinuse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_addrinuse"))
+        .args(args)
+        .output()
+        .expect("the addrinuse binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Bad input: exit code 2, one line on stderr naming the problem, no panic.
+#[track_caller]
+fn rejects(args: &[&str], naming: &str) {
+    let out = addrinuse(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?}: not one line: {err}"
+    );
+    assert!(
+        err.contains(naming),
+        "{args:?}: {err:?} does not name {naming:?}"
+    );
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_code_2() {
+    rejects(&["--bogus"], "--bogus");
+    rejects(&["--proto", "sctp"], "sctp");
+    rejects(&["--state", "timewait"], "timewait");
+    rejects(&["--threads", "0"], "0");
+    rejects(
+        &["--proto", "udp", "--state", "time-wait"],
+        "no case matches",
+    );
+    rejects(&["probe"], "PROTO");
+    rejects(
+        &["probe", "tcp", "timewait", "127.0.0.1", "127.0.0.1"],
+        "unknown state 'timewait'",
+    );
+    rejects(&["probe", "tcp bound 127.0.0.1"], "expected 4 words");
+    rejects(
+        &[
+            "probe",
+            "tcp",
+            "bound",
+            "::ffff:127.0.0.1/v6only",
+            "127.0.0.1",
+        ],
+        "v4-mapped",
+    );
+    rejects(
+        &["probe", "tcp", "bound", "::1", "::1/dual"],
+        "/v6only or /dual",
+    );
+    rejects(
+        &["probe", "tcp", "bound", "127.0.0.1/dual", "::1/dual"],
+        "IPv6 addresses only",
+    );
+    rejects(
+        &["probe", "tcp", "bound", "10.0.0.1", "127.0.0.1"],
+        "not allowed",
+    );
+    rejects(
+        &["probe", "tcp", "bound", "127.0.0.1+reuse", "127.0.0.1"],
+        "unknown option 'reuse'",
+    );
+    rejects(
+        &["probe", "udp", "listening", "127.0.0.1", "127.0.0.1"],
+        "does not exist for udp",
+    );
+}
+
+#[test]
+fn jsonl_has_one_object_per_case_with_the_documented_fields() {
+    let out = addrinuse(&[
+        "--format", "jsonl", "--proto", "udp", "--state", "bound", "--group", "v4",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    // 3 IPv4 addresses squared, 7 option sets squared.
+    assert_eq!(lines.len(), 3 * 3 * 7 * 7);
+    for v in &lines {
+        assert_eq!(v["proto"], "udp");
+        assert_eq!(v["state"], "bound");
+        for side in ["first", "second"] {
+            let s = &v[side];
+            assert!(
+                s["addr"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<std::net::IpAddr>()
+                    .is_ok(),
+                "{v}"
+            );
+            assert!(s["v6only"].is_null(), "IPv4 sockets have no v6only: {v}");
+            assert!(
+                s["reuseaddr"].is_boolean() && s["reuseport"].is_boolean(),
+                "{v}"
+            );
+        }
+        let bind = v["bind"].as_str().unwrap();
+        assert!(
+            bind == "ok"
+                || bind == "skipped"
+                || bind == "setup-failed"
+                || bind == "option-refused"
+                || bind.starts_with('E'),
+            "{v}"
+        );
+        assert!(v["listen"].is_null(), "UDP never listens: {v}");
+    }
+    let err = stderr(&out);
+    assert!(
+        err.contains("cases in") && err.contains(" s on "),
+        "timing line missing: {err}"
+    );
+}
+
+#[test]
+fn tcp_jsonl_reports_listen_only_after_a_successful_bind() {
+    let out = addrinuse(&[
+        "--format",
+        "jsonl",
+        "--proto",
+        "tcp",
+        "--state",
+        "listening",
+        "--group",
+        "v6",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for line in stdout(&out).lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            v["first"]["v6only"].is_boolean(),
+            "IPv6 sockets state v6only: {v}"
+        );
+        match v["bind"].as_str().unwrap() {
+            "ok" => assert!(v["listen"].is_string(), "{v}"),
+            _ => assert!(v["listen"].is_null(), "{v}"),
+        }
+    }
+}
+
+/// `probe` answers exactly what the matrix answers for the same case.
+#[test]
+fn probe_agrees_with_the_matrix() {
+    let matrix = addrinuse(&[
+        "--format",
+        "jsonl",
+        "--proto",
+        "tcp",
+        "--state",
+        "time-wait",
+        "--group",
+        "v4",
+    ]);
+    let rows: Vec<Value> = stdout(&matrix)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = rows
+        .iter()
+        .find(|v| {
+            v["first"]["addr"] == "0.0.0.0"
+                && v["second"]["addr"] == "0.0.0.0"
+                && v["first"]["reuseaddr"] == true
+                && v["first"]["reuseport"] == false
+                && v["second"]["reuseaddr"] == true
+                && v["second"]["reuseport"] == false
+        })
+        .expect("the restart case is in the matrix");
+    let out = addrinuse(&[
+        "probe",
+        "--format",
+        "jsonl",
+        "tcp",
+        "time-wait",
+        "0.0.0.0+reuseaddr",
+        "0.0.0.0+reuseaddr",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let probe: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(probe["bind"], row["bind"]);
+    assert_eq!(probe["listen"], row["listen"]);
+
+    let text = addrinuse(&["probe", "tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0+reuseaddr"]);
+    assert!(
+        stdout(&text).contains(&format!("bind {}", row["bind"].as_str().unwrap())),
+        "{}",
+        stdout(&text)
+    );
+}
+
+#[test]
+fn table_output_starts_with_facts_and_the_restart_question() {
+    let out = addrinuse(&[
+        "--proto",
+        "tcp",
+        "--state",
+        "time-wait",
+        "--state",
+        "established",
+        "--group",
+        "v4",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for fact in [
+        "os ",
+        "kernel",
+        "127.0.0.2 usable",
+        "::1 usable",
+        "privileged",
+        "state verification",
+    ] {
+        assert!(text.contains(fact), "header lacks {fact:?}:\n{text}");
+    }
+    let question = text
+        .find("Can a restarted TCP server bind")
+        .expect("restart summary shown");
+    let first_table = text.find("tcp / first socket").expect("tables shown");
+    assert!(
+        question < first_table,
+        "the restart answer comes before the tables"
+    );
+}
+
+#[test]
+fn help_documents_the_probe_grammar_and_formats() {
+    let out = addrinuse(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for word in [
+        "probe", "--format", "jsonl", "markdown", "--proto", "--state", "--group", "--family",
+        "/v6only",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}");
+    }
+}

@@ -1,0 +1,106 @@
+//! Properties of the harness and the kernel that hold on every platform,
+//! checked on cases drawn at random from the whole matrix.
+
+mod common;
+
+use addrinuse::outcome::Outcome;
+use addrinuse::ports;
+use addrinuse::probe;
+use addrinuse::run::{self, run_case};
+use addrinuse::scenario::{matrix, Case, State};
+use proptest::prelude::*;
+use proptest::sample::select;
+
+/// The cases this machine can run (the rest are skipped for a reason the
+/// snapshot tables already show).
+fn runnable() -> Vec<Case> {
+    let cases: Vec<Case> = matrix()
+        .into_iter()
+        .filter(|c| {
+            !matches!(
+                run::precheck(c),
+                Some(addrinuse::outcome::Skip::Unsupported(_))
+            )
+        })
+        .collect();
+    if common::capable("properties", &cases) {
+        cases
+    } else {
+        cases
+            .into_iter()
+            .filter(|c| run::precheck(c).is_none())
+            .collect()
+    }
+}
+
+fn runnable_where(keep: fn(&Case) -> bool) -> Vec<Case> {
+    runnable().into_iter().filter(keep).collect()
+}
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 128,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The same case run twice (on two fresh ports) gives the same answer.
+    #[test]
+    fn a_case_answers_the_same_twice(case in select(runnable())) {
+        let first = run_case(&case).outcome;
+        let again = run_case(&case).outcome;
+        prop_assert_eq!(first, again, "{}", probe::format(&case));
+    }
+
+    /// Cases running side by side answer as they do alone.
+    #[test]
+    fn concurrency_does_not_change_answers(cases in prop::collection::vec(select(runnable()), 2..24)) {
+        let alone: Vec<Outcome> = cases.iter().map(|c| run_case(c).outcome).collect();
+        let together: Vec<Outcome> = run::run_all(&cases, 4, &|_| {})
+            .into_iter()
+            .map(|r| r.outcome)
+            .collect();
+        prop_assert_eq!(alone, together);
+    }
+
+    /// After a case, nothing of it holds its port (TIME_WAIT is the one
+    /// state that outlives a case on purpose).
+    #[test]
+    fn nothing_remains_bound_after_a_case(
+        case in select(runnable_where(|c| c.state != State::TimeWait))
+    ) {
+        let record = run_case(&case);
+        if let Some(port) = record.port {
+            prop_assert!(
+                ports::is_free(case.proto, port),
+                "port {} still held after {} ({:?})", port, probe::format(&case), record.outcome
+            );
+        }
+    }
+
+    /// A first socket that was closed leaves no trace: the second bind
+    /// answers exactly as it does on a port nobody ever used.
+    #[test]
+    fn a_closed_socket_leaves_no_trace(
+        case in select(runnable_where(|c| c.state == State::Closed))
+    ) {
+        let closed = run_case(&case).outcome;
+        let alone = run::second_bind_alone(&case);
+        prop_assert_eq!(closed, alone, "{}", probe::format(&case));
+    }
+}
+
+/// Every case of the matrix survives the probe text grammar unchanged, so
+/// any table cell can be re-run with `addrinuse probe`.
+#[test]
+fn probe_text_round_trips_every_case() {
+    for case in matrix() {
+        let text = probe::format(&case);
+        let words: Vec<String> = text.split(' ').map(String::from).collect();
+        assert_eq!(probe::parse(&words), Ok(case), "{text}");
+    }
+}

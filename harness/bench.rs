@@ -1,0 +1,120 @@
+//! The cost of the harness next to the syscalls themselves.
+//!
+//! For each state, the same case runs through the harness (`run_case`:
+//! free-port check, setup, verification, second bind, teardown) and as a
+//! bare socket2 loop doing only the syscalls of the setup and the second
+//! bind. Their ratio is the harness overhead; the goal is 2x.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+use crate::run::{self, run_case};
+use crate::scenario::{self, Case, Endpoint, Options, Proto, SocketSpec, State};
+
+pub struct Measurement {
+    pub proto: Proto,
+    pub state: State,
+    pub harness: Duration,
+    pub raw: Duration,
+}
+
+fn loopback_case(proto: Proto, state: State) -> Case {
+    let spec = SocketSpec {
+        endpoint: Endpoint {
+            ip: Ipv4Addr::LOCALHOST.into(),
+            v6only: None,
+        },
+        options: Options::NONE,
+    };
+    Case {
+        proto,
+        state,
+        first: spec,
+        second: spec,
+    }
+}
+
+/// The syscalls of one case and nothing else: the floor.
+fn raw_case(proto: Proto, state: State) -> std::io::Result<()> {
+    let ty = match proto {
+        Proto::Tcp => Type::STREAM,
+        Proto::Udp => Type::DGRAM,
+    };
+    let any: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
+    let new = || Socket::new(Domain::IPV4, ty, None);
+    let first = new()?;
+    first.bind(&any.into())?;
+    let addr = first.local_addr()?;
+    let mut keep = vec![];
+    match state {
+        State::Bound => keep.push(first),
+        State::Listening => {
+            first.listen(128)?;
+            keep.push(first);
+        }
+        State::Established | State::TimeWait => {
+            first.listen(128)?;
+            // Bounds accept() where the OS honours it (Linux).
+            first.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let client = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            client.connect_timeout(&addr, Duration::from_secs(2))?;
+            let (server, _) = first.accept()?;
+            drop(first);
+            if state == State::Established {
+                server.set_linger(Some(Duration::ZERO))?;
+                client.set_linger(Some(Duration::ZERO))?;
+                keep.extend([server, client]);
+            } else {
+                drop(server);
+                drop(client);
+            }
+        }
+        State::Closed => drop(first),
+        State::Connected => {
+            let peer = new()?;
+            peer.bind(&any.into())?;
+            first.connect(&peer.local_addr()?)?;
+            keep.extend([first, peer]);
+        }
+    }
+    let second = new()?;
+    if second.bind(&addr).is_ok() && proto == Proto::Tcp {
+        let _ = second.listen(128);
+    }
+    Ok(())
+}
+
+/// Measure every state, `iterations` cases each, on one thread.
+pub fn measure(iterations: u32) -> Vec<Measurement> {
+    State::all()
+        .map(|(proto, state)| {
+            let case = loopback_case(proto, state);
+            let start = Instant::now();
+            for _ in 0..iterations {
+                run_case(&case);
+            }
+            let harness = start.elapsed() / iterations;
+            let start = Instant::now();
+            for _ in 0..iterations {
+                let _ = raw_case(proto, state);
+            }
+            let raw = start.elapsed() / iterations;
+            Measurement {
+                proto,
+                state,
+                harness,
+                raw,
+            }
+        })
+        .collect()
+}
+
+/// Wall time of the whole default matrix on `threads` threads.
+pub fn whole_matrix(threads: usize) -> (usize, Duration) {
+    let cases = scenario::matrix();
+    let start = Instant::now();
+    let records = run::run_all(&cases, threads, &|_| {});
+    (records.len(), start.elapsed())
+}

@@ -1,0 +1,24 @@
+//! addrinuse: what every operating system answers when a program binds a
+//! port that is already taken.
+//!
+//! One concept per module:
+//! - [`scenario`]: the case tables (protocols, states, addresses, options),
+//! - [`setup`]: bringing the first socket into its state and verifying it,
+//! - [`outcome`]: what the kernel answered,
+//! - [`run`]: running one case, or many in parallel,
+//! - [`render`]: tables, markdown and JSON lines,
+//! - [`probe`]: the one-case text grammar of `addrinuse probe`,
+//! - [`host`]: this machine's capabilities and facts,
+//! - [`ports`]: a fresh, verified-free port for every case,
+//! - [`platform`]: the one seam where operating systems differ.
+
+pub mod bench;
+pub mod host;
+pub mod outcome;
+pub mod platform;
+pub mod ports;
+pub mod probe;
+pub mod render;
+pub mod run;
+pub mod scenario;
+pub mod setup;

@@ -1,0 +1,302 @@
+//! The `addrinuse` command: this machine's answers, one case, or the cost
+//! of the harness.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use addrinuse::render::{self, Format};
+use addrinuse::run::{self, Record};
+use addrinuse::scenario::{self, Case, Family, Proto, State, GROUPS};
+use addrinuse::{bench, host, platform, probe};
+use clap::{Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Cells: ok, an error name (EADDRINUSE, ...), bind/listen for TCP (ok/EADDRINUSE: the bind worked,
+listen() failed), skipped[n] or setup-failed[n] with the reason in note n, unsupported (the option
+does not exist on this OS), a trailing ? when the first socket's state could not be verified.
+
+Probe grammar: PROTO STATE FIRST SECOND, each socket ADDRESS[/v6only|/dual][+OPTION...]
+  addrinuse probe tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0+reuseaddr
+  addrinuse probe udp bound ::/dual 127.0.0.1+reuseport
+IPv6 addresses need /v6only or /dual; options: reuseaddr, reuseport, exclusive, reuseport_lb.
+Exit codes: 0 done, 2 bad input.";
+
+#[derive(Parser)]
+#[command(
+    name = "addrinuse",
+    version,
+    about = "What this OS answers when a program binds a port that is already taken",
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one case written as text, e.g. `tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0`.
+    Probe {
+        /// PROTO STATE FIRST SECOND (as separate words or one quoted string).
+        #[arg(required = true, num_args = 1.., value_name = "PROTO STATE FIRST SECOND")]
+        case: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Measure the harness against a bare socket2 loop, per state.
+    Bench {
+        /// Cases per state and per side.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        iterations: u32,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Only this protocol (repeatable).
+    #[arg(long, value_enum)]
+    proto: Vec<ProtoArg>,
+    /// Only this state of the first socket (repeatable): bound, listening,
+    /// established, time-wait, closed (TCP); bound, connected (UDP).
+    #[arg(long, value_parser = parse_state)]
+    state: Vec<State>,
+    /// Only this address group (repeatable): v4, v6, mapped, v4-v6, v4-mapped, v6-mapped.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(GROUPS))]
+    group: Vec<String>,
+    /// Only cases where either socket has this address family (repeatable).
+    #[arg(long, value_enum)]
+    family: Vec<FamilyArg>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProtoArg {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FamilyArg {
+    V4,
+    V6,
+    Mapped,
+}
+
+fn parse_state(text: &str) -> Result<State, String> {
+    State::all()
+        .map(|(_, s)| s)
+        .find(|s| s.name() == text)
+        .ok_or_else(|| {
+            "expected bound, listening, established, time-wait, closed or connected".into()
+        })
+}
+
+/// Exit code 2 with a one-line message: bad input.
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("addrinuse: {msg}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            // clap's first line names the problem; the rest is usage.
+            let text = err.to_string();
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines.next().unwrap_or("bad arguments").to_string();
+            if first.ends_with(':') {
+                // "required arguments were not provided:" names them below.
+                first = format!("{first} {}", lines.next().unwrap_or_default());
+            }
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
+            return usage_error(&format!("{first} (see --help)"));
+        }
+    };
+    match cli.command {
+        None => run_matrix(&cli.run),
+        Some(Command::Probe { case, format }) => match probe::parse(&case) {
+            Ok(case) => run_probe(&case, format),
+            Err(msg) => usage_error(&format!("probe: {msg}")),
+        },
+        Some(Command::Bench { iterations }) => run_bench(iterations),
+    }
+}
+
+fn selected(args: &RunArgs) -> Vec<Case> {
+    let protos: Vec<Proto> = args
+        .proto
+        .iter()
+        .map(|p| match p {
+            ProtoArg::Tcp => Proto::Tcp,
+            ProtoArg::Udp => Proto::Udp,
+        })
+        .collect();
+    let families: Vec<Family> = args
+        .family
+        .iter()
+        .map(|f| match f {
+            FamilyArg::V4 => Family::V4,
+            FamilyArg::V6 => Family::V6,
+            FamilyArg::Mapped => Family::Mapped,
+        })
+        .collect();
+    scenario::matrix()
+        .into_iter()
+        .filter(|c| protos.is_empty() || protos.contains(&c.proto))
+        .filter(|c| args.state.is_empty() || args.state.contains(&c.state))
+        .filter(|c| args.group.is_empty() || args.group.iter().any(|g| g == c.group()))
+        .filter(|c| {
+            families.is_empty()
+                || families.contains(&c.first.endpoint.family())
+                || families.contains(&c.second.endpoint.family())
+        })
+        .collect()
+}
+
+fn print_header() {
+    println!(
+        "addrinuse: what this machine answers when a second socket binds a port that is taken"
+    );
+    for (name, value) in host::facts() {
+        println!("  {name:<30} {value}");
+    }
+    println!();
+}
+
+fn run_matrix(args: &RunArgs) -> ExitCode {
+    let cases = selected(args);
+    if cases.is_empty() {
+        return usage_error(
+            "no case matches these filters (UDP has only the states bound and connected)",
+        );
+    }
+    let threads = args.threads.map_or_else(run::default_threads, usize::from);
+    let progress_shown = std::io::stderr().is_terminal();
+    let total = cases.len();
+    let step = (total / 10).max(1);
+    let progress = move |done: usize| {
+        if progress_shown && done % step < 32 {
+            eprint!("\r{done}/{total} cases");
+        }
+    };
+    let start = Instant::now();
+    let records = run::run_all(&cases, threads, &progress);
+    let elapsed = start.elapsed();
+    if progress_shown {
+        eprint!("\r");
+    }
+
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Jsonl => {
+            for r in &records {
+                writeln!(out, "{}", render::json_record(r)).ok();
+            }
+        }
+        Format::Table | Format::Markdown => {
+            drop(out);
+            print_header();
+            if let Some(summary) = render::restart_summary(&records) {
+                println!(
+                    "{summary}  (ok/ok: bind and listen both work; EADDRINUSE: the bind fails)\n"
+                );
+            }
+            for (key, rows) in render::tables(&records) {
+                let text = match args.format {
+                    Format::Markdown => render::markdown_table(&key, &rows),
+                    _ => render::text_table(&key, &rows),
+                };
+                println!("{text}");
+            }
+        }
+    }
+    eprintln!("{}", run_summary(&records, elapsed, threads));
+    ExitCode::SUCCESS
+}
+
+/// `9072 ran, 18711 unsupported, 0 skipped, 0 setup-failed: 27783 cases in 0.21 s on 2 threads`
+fn run_summary(records: &[Record], elapsed: std::time::Duration, threads: usize) -> String {
+    use addrinuse::outcome::{Outcome, Skip};
+    let count = |f: &dyn Fn(&Outcome) -> bool| records.iter().filter(|r| f(&r.outcome)).count();
+    format!(
+        "{} ran, {} unsupported, {} skipped, {} setup-failed: {} cases in {:.2} s on {threads} threads",
+        count(&|o| matches!(o, Outcome::Ran { .. } | Outcome::Refused { .. })),
+        count(&|o| matches!(o, Outcome::Skipped(Skip::Unsupported(_)))),
+        count(&|o| matches!(o, Outcome::Skipped(Skip::Unavailable(_)))),
+        count(&|o| matches!(o, Outcome::SetupFailed(_))),
+        records.len(),
+        elapsed.as_secs_f64(),
+    )
+}
+
+fn run_probe(case: &Case, format: Format) -> ExitCode {
+    let record = run::run_case(case);
+    match format {
+        Format::Jsonl => println!("{}", render::json_record(&record)),
+        Format::Table | Format::Markdown => {
+            println!("{}", probe::format(case));
+            let o = &record.outcome;
+            print!("  second socket: bind {}", o.bind_word());
+            if let Some(listen) = o.listen_word() {
+                print!(", listen {listen}");
+            }
+            println!();
+            if let Some(reason) = o.reason() {
+                println!("  reason: {reason}");
+            }
+            if let addrinuse::outcome::Outcome::Ran { verified, .. } = o {
+                let how = match verified {
+                    addrinuse::outcome::Verified::Yes => "verified",
+                    addrinuse::outcome::Verified::NotVerified => "not verified",
+                };
+                println!(
+                    "  first socket {}: {how} ({})",
+                    case.state.name(),
+                    platform::STATE_CHECK
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn run_bench(iterations: u32) -> ExitCode {
+    println!("per-case cost, one thread, {iterations} cases per state (127.0.0.1 -> 127.0.0.1, no options)");
+    println!(
+        "{:<5} {:<12} {:>10} {:>10} {:>7}",
+        "proto", "state", "harness", "raw", "ratio"
+    );
+    for m in bench::measure(iterations) {
+        println!(
+            "{:<5} {:<12} {:>8.1}us {:>8.1}us {:>6.2}x",
+            m.proto.name(),
+            m.state.name(),
+            m.harness.as_secs_f64() * 1e6,
+            m.raw.as_secs_f64() * 1e6,
+            m.harness.as_secs_f64() / m.raw.as_secs_f64()
+        );
+    }
+    let threads = run::default_threads();
+    let (n, wall) = bench::whole_matrix(threads);
+    println!(
+        "whole matrix: {n} cases in {:.3} s on {threads} threads",
+        wall.as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}

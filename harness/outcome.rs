@@ -1,0 +1,178 @@
+//! What the kernel answered for one case, and how an answer reads in a
+//! table cell.
+
+use std::fmt;
+use std::io;
+
+use crate::platform;
+use crate::scenario::SockOpt;
+
+/// A failed syscall: its stable name (`EADDRINUSE`) and the raw OS code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OsError {
+    pub code: i32,
+}
+
+impl OsError {
+    pub fn of(err: &io::Error) -> OsError {
+        OsError {
+            // Errors the harness makes up itself (timeouts) carry no OS code.
+            code: err.raw_os_error().unwrap_or(-1),
+        }
+    }
+
+    /// `EADDRINUSE` on every platform (Winsock's WSAEADDRINUSE included);
+    /// codes without a name read `os-error-N`.
+    pub fn name(&self) -> String {
+        match platform::error_name(self.code) {
+            Some(name) => name.to_string(),
+            None => format!("os-error-{}", self.code),
+        }
+    }
+}
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// Which socket of a case something happened to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Which {
+    First,
+    Second,
+}
+
+impl Which {
+    pub fn name(self) -> &'static str {
+        match self {
+            Which::First => "first",
+            Which::Second => "second",
+        }
+    }
+}
+
+/// Why a case did not run.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Skip {
+    /// The platform has no such option: recorded as `unsupported`.
+    Unsupported(SockOpt),
+    /// This machine lacks something the case needs (IPv6, 127.0.0.2).
+    Unavailable(&'static str),
+}
+
+impl Skip {
+    pub fn reason(&self) -> String {
+        match self {
+            Skip::Unsupported(opt) => format!("{} does not exist on {}", opt.name(), platform::OS),
+            Skip::Unavailable(why) => why.to_string(),
+        }
+    }
+}
+
+/// Whether the first socket's state was checked in the kernel's socket
+/// table before the second bind, or could only be assumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verified {
+    Yes,
+    /// The platform offers no way to look (see `platform::STATE_CHECK`).
+    NotVerified,
+}
+
+/// The answer for one case.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The second socket was bound (and, for TCP when the bind worked,
+    /// `listen()` was called on it).
+    Ran {
+        bind: Result<(), OsError>,
+        /// `None` for UDP, and for TCP when the bind failed.
+        listen: Option<Result<(), OsError>>,
+        verified: Verified,
+    },
+    /// The OS refused a requested option at `setsockopt()` time (Windows:
+    /// SO_REUSEADDR together with SO_EXCLUSIVEADDRUSE). That is the answer.
+    Refused {
+        socket: Which,
+        option: SockOpt,
+        error: OsError,
+    },
+    Skipped(Skip),
+    /// The first socket could not be brought into its state, or the state
+    /// did not verify: nothing is claimed about the second bind.
+    SetupFailed(String),
+}
+
+fn step(result: &Result<(), OsError>) -> String {
+    match result {
+        Ok(()) => "ok".into(),
+        Err(e) => e.name(),
+    }
+}
+
+impl Outcome {
+    /// The `bind` field of machine output.
+    pub fn bind_word(&self) -> String {
+        match self {
+            Outcome::Ran { bind, .. } => step(bind),
+            Outcome::Refused { .. } => "option-refused".into(),
+            Outcome::Skipped(_) => "skipped".into(),
+            Outcome::SetupFailed(_) => "setup-failed".into(),
+        }
+    }
+
+    /// The `listen` field of machine output: `None` when not attempted.
+    pub fn listen_word(&self) -> Option<String> {
+        match self {
+            Outcome::Ran {
+                listen: Some(listen),
+                ..
+            } => Some(step(listen)),
+            _ => None,
+        }
+    }
+
+    /// A table cell: `ok`, `EADDRINUSE`, `ok/EADDRINUSE` (bind/listen),
+    /// a `?` suffix when the state could not be verified.
+    pub fn cell(&self) -> String {
+        match self {
+            Outcome::Ran {
+                bind,
+                listen,
+                verified,
+            } => {
+                let mut cell = step(bind);
+                if let Some(listen) = listen {
+                    cell = format!("{cell}/{}", step(listen));
+                }
+                if *verified == Verified::NotVerified {
+                    cell.push('?');
+                }
+                cell
+            }
+            Outcome::Refused { socket, error, .. } => format!("{}-opt:{error}", socket.name()),
+            Outcome::Skipped(Skip::Unsupported(_)) => "unsupported".into(),
+            Outcome::Skipped(Skip::Unavailable(_)) => "skipped".into(),
+            Outcome::SetupFailed(_) => "setup-failed".into(),
+        }
+    }
+
+    /// Why the case has no kernel answer, if it has none.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Outcome::Skipped(skip) => Some(skip.reason()),
+            Outcome::SetupFailed(why) => Some(why.clone()),
+            Outcome::Refused {
+                socket,
+                option,
+                error,
+            } => Some(format!(
+                "setsockopt({}) on the {} socket failed with {error}",
+                option.name(),
+                socket.name()
+            )),
+            Outcome::Ran { .. } => None,
+        }
+    }
+}

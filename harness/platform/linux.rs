@@ -1,0 +1,261 @@
+//! Linux: SO_REUSEPORT exists, states are verified through sock_diag
+//! (the netlink interface `ss` uses), facts come from /proc/sys.
+
+use std::cell::RefCell;
+use std::io;
+use std::mem::size_of;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use socket2::Socket;
+
+use super::unix;
+use super::{set_reuseaddr, Observed, OptionError, TcpState};
+use crate::scenario::SockOpt;
+
+pub use unix::{error_name, privileged};
+
+pub const STATE_CHECK: &str =
+    "sock_diag (netlink): the socket with the exact address pair and its TCP state";
+
+pub fn set_option(socket: &Socket, opt: SockOpt) -> Result<(), OptionError> {
+    match opt {
+        SockOpt::ReuseAddr => set_reuseaddr(socket),
+        SockOpt::ReusePort => unix::set_reuseport(socket),
+        SockOpt::ExclusiveAddrUse | SockOpt::ReusePortLb => Err(OptionError::Unsupported),
+    }
+}
+
+fn sysctl(path: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/sys/{path}"))
+        .ok()
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+pub fn ephemeral_ports() -> Option<(u16, u16)> {
+    let text = sysctl("net/ipv4/ip_local_port_range")?;
+    let mut it = text.split(' ').map(|n| n.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
+}
+
+pub fn facts() -> Vec<(&'static str, String)> {
+    let read = |path| sysctl(path).unwrap_or_else(|| "unreadable".into());
+    vec![
+        ("kernel", unix::kernel_release()),
+        ("net.ipv6.bindv6only", read("net/ipv6/bindv6only")),
+        (
+            "net.ipv4.ip_autobind_reuse",
+            read("net/ipv4/ip_autobind_reuse"),
+        ),
+        (
+            "net.ipv4.ip_local_port_range",
+            read("net/ipv4/ip_local_port_range"),
+        ),
+        ("user", unix::user_fact()),
+    ]
+}
+
+// The sock_diag wire format (linux/sock_diag.h, linux/inet_diag.h).
+const NETLINK_SOCK_DIAG: i32 = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct NlMsgHdr {
+    len: u32,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct InetDiagSockId {
+    sport: [u8; 2],
+    dport: [u8; 2],
+    src: [u8; 16],
+    dst: [u8; 16],
+    interface: u32,
+    cookie: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct InetDiagReqV2 {
+    family: u8,
+    protocol: u8,
+    ext: u8,
+    pad: u8,
+    states: u32,
+    id: InetDiagSockId,
+}
+
+#[repr(C)]
+struct Request {
+    header: NlMsgHdr,
+    body: InetDiagReqV2,
+}
+
+/// Addresses as the kernel hashes them: a v4-mapped pair is an IPv4 pair.
+fn diag_family(local: &SocketAddr, remote: &SocketAddr) -> (u8, [u8; 16], [u8; 16]) {
+    let v4 = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    };
+    let pad4 = |octets: [u8; 4]| {
+        let mut out = [0u8; 16];
+        out[..4].copy_from_slice(&octets);
+        out
+    };
+    match (v4(local.ip()), v4(remote.ip())) {
+        (Some(l), Some(r)) => (libc::AF_INET as u8, pad4(l.octets()), pad4(r.octets())),
+        _ => {
+            let v6 = |ip: IpAddr| match ip {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            (libc::AF_INET6 as u8, v6(local.ip()), v6(remote.ip()))
+        }
+    }
+}
+
+thread_local! {
+    /// One netlink socket per thread, opened on first use.
+    static DIAG: RefCell<Option<(OwnedFd, u32)>> = const { RefCell::new(None) };
+}
+
+fn open_diag() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // A lost reply must not hang the harness: bound every receive.
+    let sock = socket2::SockRef::from(&fd);
+    sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+    Ok(fd)
+}
+
+/// One exact-match sock_diag query: the TCP socket whose local address is
+/// `local` and whose remote address is `remote` (0.0.0.0:0 finds a listener).
+fn query(local: SocketAddr, remote: SocketAddr) -> io::Result<Observed> {
+    let (family, src, dst) = diag_family(&local, &remote);
+    DIAG.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some((open_diag()?, 0));
+        }
+        let (fd, seq) = slot.as_mut().expect("just opened");
+        *seq = seq.wrapping_add(1);
+        let request = Request {
+            header: NlMsgHdr {
+                len: size_of::<Request>() as u32,
+                kind: SOCK_DIAG_BY_FAMILY,
+                flags: NLM_F_REQUEST,
+                seq: *seq,
+                pid: 0,
+            },
+            body: InetDiagReqV2 {
+                family,
+                protocol: libc::IPPROTO_TCP as u8,
+                states: !0,
+                id: InetDiagSockId {
+                    sport: local.port().to_be_bytes(),
+                    dport: remote.port().to_be_bytes(),
+                    src,
+                    dst,
+                    interface: 0,
+                    // INET_DIAG_NOCOOKIE: match by addresses alone.
+                    cookie: [!0, !0],
+                },
+                ..Default::default()
+            },
+        };
+        // SAFETY: Request is repr(C) plain data; the kernel reads len bytes.
+        let sent = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                (&request as *const Request).cast(),
+                size_of::<Request>(),
+                0,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = [0u8; 1024];
+        // Replies to earlier, timed-out queries may still be queued: skip
+        // them, a bounded number of times.
+        for _ in 0..8 {
+            // SAFETY: buf is valid for its length.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            if n < size_of::<NlMsgHdr>() + 4 {
+                return Err(io::Error::other("short sock_diag reply"));
+            }
+            // SAFETY: the buffer holds at least a header; read unaligned.
+            let header: NlMsgHdr = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+            if header.seq != *seq {
+                continue;
+            }
+            let body = &buf[size_of::<NlMsgHdr>()..n];
+            if header.kind == NLMSG_ERROR {
+                let errno = -i32::from_ne_bytes(body[..4].try_into().expect("4 bytes"));
+                return match errno {
+                    libc::ENOENT => Ok(Observed::Absent),
+                    0 => Err(io::Error::other("sock_diag acknowledged without data")),
+                    e => Err(io::Error::from_raw_os_error(e)),
+                };
+            }
+            if header.kind != SOCK_DIAG_BY_FAMILY || body.len() < 2 {
+                return Err(io::Error::other("unexpected sock_diag reply"));
+            }
+            // inet_diag_msg starts with family, then state.
+            return Ok(Observed::State(tcp_state(body[1])));
+        }
+        Err(io::Error::other("no matching sock_diag reply"))
+    })
+}
+
+fn tcp_state(code: u8) -> TcpState {
+    // include/net/tcp_states.h
+    match code {
+        1 => TcpState::Established,
+        2 => TcpState::SynSent,
+        3 => TcpState::SynRecv,
+        4 => TcpState::FinWait1,
+        5 => TcpState::FinWait2,
+        6 => TcpState::TimeWait,
+        7 => TcpState::Close,
+        8 => TcpState::CloseWait,
+        9 => TcpState::LastAck,
+        10 => TcpState::Listen,
+        11 => TcpState::Closing,
+        other => TcpState::Other(other),
+    }
+}
+
+/// The TCP socket at `local` connected to `remote`, or with `None` the
+/// listener that a connection to `local` would reach.
+pub fn observe_tcp(local: SocketAddr, remote: Option<SocketAddr>) -> io::Result<Observed> {
+    let remote = remote.unwrap_or_else(|| match local {
+        SocketAddr::V4(_) => SocketAddr::from(([0u8; 4], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    });
+    query(local, remote)
+}

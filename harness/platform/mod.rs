@@ -1,0 +1,121 @@
+//! The platform seam: everything that differs between operating systems,
+//! and the only place in the crate with `cfg` attributes.
+//!
+//! Each OS module provides the same small set of functions:
+//! - `set_option`: set one `SockOpt` (or say it does not exist here),
+//! - `error_name`: a raw OS error code's stable name (`EADDRINUSE`, ...),
+//! - `observe_tcp`: what the kernel's socket table says about a TCP socket,
+//!   so that a state is verified before the second bind,
+//! - `facts`: the platform facts that change the answers (for the header),
+//! - `ephemeral_ports`: the range the kernel picks ports from.
+
+use std::io;
+use std::net::SocketAddr;
+
+use std::sync::OnceLock;
+
+use socket2::{Domain, Socket, Type};
+
+use crate::scenario::SockOpt;
+
+#[cfg(unix)]
+mod unix;
+
+#[cfg(target_os = "linux")]
+#[path = "linux.rs"]
+mod os;
+
+#[cfg(all(unix, not(target_os = "linux")))]
+#[path = "bsd.rs"]
+mod os;
+
+#[cfg(windows)]
+#[path = "windows.rs"]
+mod os;
+
+pub use os::{ephemeral_ports, error_name, facts, observe_tcp, set_option, STATE_CHECK};
+
+/// The platform's name for tables and snapshot folders: the same value as
+/// `std::env::consts::OS`, so `snapshots/<os>/` matches it.
+pub const OS: &str = std::env::consts::OS;
+
+/// Whether the process may do what root/Administrator may (bind ports below
+/// 1024, switch users).
+pub fn privileged() -> bool {
+    os::privileged()
+}
+
+/// Whether this platform has `opt` at all, found out once by setting it on
+/// a throwaway socket.
+pub fn supports(opt: SockOpt) -> bool {
+    static SUPPORTED: OnceLock<Vec<bool>> = OnceLock::new();
+    SUPPORTED.get_or_init(|| {
+        SockOpt::ALL
+            .iter()
+            .map(|&o| {
+                // If no socket can be made, assume yes: the case itself
+                // then finds out.
+                Socket::new(Domain::IPV4, Type::DGRAM, None).map_or(true, |socket| {
+                    !matches!(set_option(&socket, o), Err(OptionError::Unsupported))
+                })
+            })
+            .collect()
+    })[opt as usize]
+}
+
+/// Why setting an option did not work.
+#[derive(Debug)]
+pub enum OptionError {
+    /// The option does not exist on this platform: the case is recorded as
+    /// `unsupported`, not run.
+    Unsupported,
+    /// The OS refused it; that refusal is the case's answer.
+    Refused(io::Error),
+}
+
+/// A TCP state as the kernel's socket table reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    Other(u8),
+}
+
+/// What a socket-table lookup found for one TCP socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// The kernel has a socket with exactly this local (and remote) address.
+    State(TcpState),
+    /// The kernel has no such socket.
+    Absent,
+    /// This platform offers no way to look (the reason is `STATE_CHECK`).
+    Unknown,
+}
+
+/// A free-standing helper the OS modules share: a raw `setsockopt` result to
+/// `OptionError`.
+pub(crate) fn refused(result: io::Result<()>) -> Result<(), OptionError> {
+    result.map_err(OptionError::Refused)
+}
+
+/// Set SO_REUSEADDR, the one option every platform has under that name.
+pub(crate) fn set_reuseaddr(socket: &Socket) -> Result<(), OptionError> {
+    refused(socket.set_reuse_address(true))
+}
+
+// Every OS module must offer the seam with exactly these signatures.
+const _: fn(&Socket, SockOpt) -> Result<(), OptionError> = set_option;
+const _: fn(i32) -> Option<&'static str> = error_name;
+const _: fn(SocketAddr, Option<SocketAddr>) -> io::Result<Observed> = observe_tcp;
+const _: fn() -> Vec<(&'static str, String)> = facts;
+const _: fn() -> Option<(u16, u16)> = ephemeral_ports;
+const _: &str = STATE_CHECK;

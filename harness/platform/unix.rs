@@ -1,0 +1,62 @@
+//! What Linux, macOS and the BSDs share: errno names, uname, euid.
+
+use std::ffi::CStr;
+
+use socket2::Socket;
+
+use super::{refused, OptionError};
+
+/// The stable name of an errno value. Only the errors a bind, listen,
+/// connect or setsockopt can give are named; others keep their number.
+pub fn error_name(code: i32) -> Option<&'static str> {
+    match code {
+        libc::EADDRINUSE => Some("EADDRINUSE"),
+        libc::EADDRNOTAVAIL => Some("EADDRNOTAVAIL"),
+        libc::EACCES => Some("EACCES"),
+        libc::EPERM => Some("EPERM"),
+        libc::EINVAL => Some("EINVAL"),
+        libc::EAFNOSUPPORT => Some("EAFNOSUPPORT"),
+        libc::EPROTONOSUPPORT => Some("EPROTONOSUPPORT"),
+        libc::EOPNOTSUPP => Some("EOPNOTSUPP"),
+        libc::ENOPROTOOPT => Some("ENOPROTOOPT"),
+        libc::EISCONN => Some("EISCONN"),
+        libc::ECONNREFUSED => Some("ECONNREFUSED"),
+        libc::ETIMEDOUT => Some("ETIMEDOUT"),
+        libc::ENOBUFS => Some("ENOBUFS"),
+        libc::EMFILE => Some("EMFILE"),
+        _ => None,
+    }
+}
+
+/// `uname -sr`: the kernel name and release.
+pub fn kernel_release() -> String {
+    // SAFETY: uname fills the zeroed struct; the fields are NUL-terminated.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return "unknown".into();
+        }
+        let sys = CStr::from_ptr(u.sysname.as_ptr()).to_string_lossy();
+        let rel = CStr::from_ptr(u.release.as_ptr()).to_string_lossy();
+        format!("{sys} {rel}")
+    }
+}
+
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn user_fact() -> String {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        "root (uid 0)".into()
+    } else {
+        format!("unprivileged (uid {uid})")
+    }
+}
+
+pub fn set_reuseport(socket: &Socket) -> Result<(), OptionError> {
+    refused(socket.set_reuse_port(true))
+}

@@ -1,0 +1,413 @@
+//! What a case is: the tables of protocols, states, addresses and options
+//! that the matrix crosses. Everything here is plain data; running a case
+//! lives in `run`, bringing the first socket into its state in `setup`.
+//!
+//! Like a kselftest `FIXTURE_VARIANT` table, every dimension is one `const`
+//! slice: adding a row to a table adds its cases everywhere (runner, tables,
+//! snapshots, filters).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+/// Transport protocol of both sockets of a case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub const ALL: &'static [Proto] = &[Proto::Tcp, Proto::Udp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+
+    /// The states the first socket can be brought into for this protocol.
+    pub fn states(self) -> &'static [State] {
+        match self {
+            Proto::Tcp => &[
+                State::Bound,
+                State::Listening,
+                State::Established,
+                State::TimeWait,
+                State::Closed,
+            ],
+            Proto::Udp => &[State::Bound, State::Connected],
+        }
+    }
+}
+
+/// The state the first socket is in when the second socket binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// `bind()` only.
+    Bound,
+    /// `bind()` + `listen()`.
+    Listening,
+    /// Listened, accepted a loopback connection, then the listener was
+    /// closed while the accepted connection stays open: a server restart
+    /// while clients are still connected.
+    Established,
+    /// As `Established`, then the accepted connection closed first and the
+    /// peer after it, so the server side of the connection sits in TIME_WAIT.
+    TimeWait,
+    /// Bound, then closed.
+    Closed,
+    /// UDP: bound, then `connect()`ed to a loopback peer.
+    Connected,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Bound => "bound",
+            State::Listening => "listening",
+            State::Established => "established",
+            State::TimeWait => "time-wait",
+            State::Closed => "closed",
+            State::Connected => "connected",
+        }
+    }
+
+    pub fn all() -> impl Iterator<Item = (Proto, State)> {
+        Proto::ALL
+            .iter()
+            .flat_map(|&p| p.states().iter().map(move |&s| (p, s)))
+    }
+}
+
+/// How an address relates to the two IP families; it decides which address
+/// group (and so which snapshot table) a pair of endpoints belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// An AF_INET socket.
+    V4,
+    /// An AF_INET6 socket on a native IPv6 address.
+    V6,
+    /// An AF_INET6 socket on a v4-mapped address (`::ffff:a.b.c.d`).
+    Mapped,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+            Family::Mapped => "mapped",
+        }
+    }
+}
+
+/// One socket's address: the literal IP and, for AF_INET6 sockets, the
+/// IPV6_V6ONLY value the harness sets explicitly (never the OS default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    /// `None` for AF_INET sockets.
+    pub v6only: Option<bool>,
+}
+
+const fn v4(a: u8, b: u8, c: u8, d: u8) -> Endpoint {
+    Endpoint {
+        ip: IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+        v6only: None,
+    }
+}
+
+const fn v6(segments: [u16; 8], v6only: bool) -> Endpoint {
+    let [a, b, c, d, e, f, g, h] = segments;
+    Endpoint {
+        ip: IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)),
+        v6only: Some(v6only),
+    }
+}
+
+const LOOPBACK6: [u16; 8] = [0, 0, 0, 0, 0, 0, 0, 1];
+const ANY6: [u16; 8] = [0; 8];
+const MAPPED_LOOPBACK: [u16; 8] = [0, 0, 0, 0, 0, 0xffff, 0x7f00, 1];
+const MAPPED_ANY: [u16; 8] = [0, 0, 0, 0, 0, 0xffff, 0, 0];
+
+/// Every address a socket of the matrix binds. The matrix crosses this table
+/// with itself, so every pair is tried in both orders.
+pub const ENDPOINTS: &[Endpoint] = &[
+    v4(127, 0, 0, 1),
+    v4(127, 0, 0, 2),
+    v4(0, 0, 0, 0),
+    v6(LOOPBACK6, true),
+    v6(LOOPBACK6, false),
+    v6(ANY6, true),
+    v6(ANY6, false),
+    // A v4-mapped address cannot be bound on a V6ONLY socket: always off.
+    v6(MAPPED_LOOPBACK, false),
+    v6(MAPPED_ANY, false),
+];
+
+impl Endpoint {
+    pub fn family(&self) -> Family {
+        match self.ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some() => Family::Mapped,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    pub fn is_wildcard(&self) -> bool {
+        match self.ip {
+            IpAddr::V4(ip) => ip.is_unspecified(),
+            IpAddr::V6(ip) => {
+                ip.is_unspecified() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified())
+            }
+        }
+    }
+
+    /// The loopback address a peer connects to in order to reach a socket
+    /// bound here (wildcards are reached through loopback of their family;
+    /// v4-mapped addresses through an ordinary IPv4 peer).
+    pub fn peer_ip(&self) -> IpAddr {
+        match self.ip {
+            IpAddr::V4(ip) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+            IpAddr::V4(ip) => ip.into(),
+            IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+                Some(v4) if v4.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+                Some(v4) => v4.into(),
+                None if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
+                None => ip.into(),
+            },
+        }
+    }
+
+    /// Why this endpoint cannot be requested at all (not a platform limit:
+    /// a request that makes no sense), if so.
+    pub fn invalid_reason(&self) -> Option<&'static str> {
+        match (self.family(), self.v6only) {
+            (Family::V4, Some(_)) => Some("IPV6_V6ONLY applies to IPv6 addresses only"),
+            (Family::V6 | Family::Mapped, None) => {
+                Some("an IPv6 address needs IPV6_V6ONLY set explicitly (v6only or dual)")
+            }
+            (Family::Mapped, Some(true)) => {
+                Some("a v4-mapped address cannot be bound on an IPV6_V6ONLY socket")
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    /// `127.0.0.1`, `::1/v6only`, `::/dual`, `::ffff:127.0.0.1`: the label in
+    /// tables and in probe text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.family(), self.v6only) {
+            (Family::V6, Some(true)) => write!(f, "{}/v6only", self.ip),
+            (Family::V6, Some(false)) => write!(f, "{}/dual", self.ip),
+            _ => write!(f, "{}", self.ip),
+        }
+    }
+}
+
+/// One socket option the matrix can set before `bind()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SockOpt {
+    ReuseAddr,
+    ReusePort,
+    /// Windows only: nobody else may bind this port while the socket lives.
+    ExclusiveAddrUse,
+    /// FreeBSD only: SO_REUSEPORT with load balancing between the sockets.
+    ReusePortLb,
+}
+
+impl SockOpt {
+    pub const ALL: &'static [SockOpt] = &[
+        SockOpt::ReuseAddr,
+        SockOpt::ReusePort,
+        SockOpt::ExclusiveAddrUse,
+        SockOpt::ReusePortLb,
+    ];
+
+    /// The C name of the option.
+    pub fn name(self) -> &'static str {
+        match self {
+            SockOpt::ReuseAddr => "SO_REUSEADDR",
+            SockOpt::ReusePort => "SO_REUSEPORT",
+            SockOpt::ExclusiveAddrUse => "SO_EXCLUSIVEADDRUSE",
+            SockOpt::ReusePortLb => "SO_REUSEPORT_LB",
+        }
+    }
+
+    /// The short name used in tables and probe text.
+    pub fn short(self) -> &'static str {
+        match self {
+            SockOpt::ReuseAddr => "reuseaddr",
+            SockOpt::ReusePort => "reuseport",
+            SockOpt::ExclusiveAddrUse => "exclusive",
+            SockOpt::ReusePortLb => "reuseport_lb",
+        }
+    }
+
+    pub fn from_short(text: &str) -> Option<SockOpt> {
+        SockOpt::ALL.iter().copied().find(|o| o.short() == text)
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of socket options set before `bind()`: one column (second socket)
+/// or one row part (first socket) of a table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Options(u8);
+
+impl Options {
+    pub const NONE: Options = Options(0);
+
+    pub const fn of(opts: &[SockOpt]) -> Options {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < opts.len() {
+            bits |= 1 << opts[i] as u8;
+            i += 1;
+        }
+        Options(bits)
+    }
+
+    pub fn has(&self, opt: SockOpt) -> bool {
+        self.0 & opt.bit() != 0
+    }
+
+    pub fn with(self, opt: SockOpt) -> Options {
+        Options(self.0 | opt.bit())
+    }
+
+    /// The options in this set, in `SockOpt::ALL` order (the order in
+    /// which they are set on the socket).
+    pub fn iter(&self) -> impl Iterator<Item = SockOpt> + '_ {
+        SockOpt::ALL.iter().copied().filter(|&o| self.has(o))
+    }
+}
+
+impl fmt::Display for Options {
+    /// `none`, `reuseaddr`, `reuseaddr+reuseport`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.iter().map(SockOpt::short).collect();
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join("+"))
+        }
+    }
+}
+
+/// The option sets each socket is tried with, chosen independently for the
+/// first and the second socket. Sets whose options a platform lacks are
+/// recorded there as `unsupported`, not left out.
+pub const OPTION_SETS: &[Options] = {
+    use SockOpt::*;
+    &[
+        Options::NONE,
+        Options::of(&[ReuseAddr]),
+        Options::of(&[ReusePort]),
+        Options::of(&[ReuseAddr, ReusePort]),
+        Options::of(&[ExclusiveAddrUse]),
+        // Windows refuses this pair at setsockopt() time: that refusal is
+        // the recorded answer.
+        Options::of(&[ReuseAddr, ExclusiveAddrUse]),
+        Options::of(&[ReusePortLb]),
+    ]
+};
+
+/// One socket of a case: where it binds and with which options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketSpec {
+    pub endpoint: Endpoint,
+    pub options: Options,
+}
+
+/// One cell of the matrix: the first socket, brought into `state`, holds a
+/// port; the second socket binds the same port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Case {
+    pub proto: Proto,
+    pub state: State,
+    pub first: SocketSpec,
+    pub second: SocketSpec,
+}
+
+/// The address group a pair of endpoints belongs to: one snapshot table per
+/// (protocol, state, group). Cross-family groups hold both orders.
+pub fn group_of(first: &Endpoint, second: &Endpoint) -> &'static str {
+    use Family::*;
+    let mut pair = [first.family(), second.family()];
+    pair.sort();
+    match pair {
+        [V4, V4] => "v4",
+        [V6, V6] => "v6",
+        [Mapped, Mapped] => "mapped",
+        [V4, V6] => "v4-v6",
+        [V4, Mapped] => "v4-mapped",
+        [V6, Mapped] => "v6-mapped",
+        _ => unreachable!("pair is sorted"),
+    }
+}
+
+/// Every address group, in table order.
+pub const GROUPS: &[&str] = &["v4", "v6", "mapped", "v4-v6", "v4-mapped", "v6-mapped"];
+
+impl Case {
+    pub fn group(&self) -> &'static str {
+        group_of(&self.first.endpoint, &self.second.endpoint)
+    }
+
+    /// Why this case cannot be requested at all, if so (probe input).
+    pub fn invalid_reason(&self) -> Option<String> {
+        if !self.proto.states().contains(&self.state) {
+            return Some(format!(
+                "state {} does not exist for {}",
+                self.state.name(),
+                self.proto.name()
+            ));
+        }
+        for (which, spec) in [("first", &self.first), ("second", &self.second)] {
+            if let Some(why) = spec.endpoint.invalid_reason() {
+                return Some(format!("{which} socket: {why}"));
+            }
+        }
+        None
+    }
+}
+
+/// The whole matrix in a stable order: protocol, state, first endpoint,
+/// second endpoint, first options, second options.
+pub fn matrix() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for (proto, state) in State::all() {
+        for &a in ENDPOINTS {
+            for &b in ENDPOINTS {
+                for &oa in OPTION_SETS {
+                    for &ob in OPTION_SETS {
+                        cases.push(Case {
+                            proto,
+                            state,
+                            first: SocketSpec {
+                                endpoint: a,
+                                options: oa,
+                            },
+                            second: SocketSpec {
+                                endpoint: b,
+                                options: ob,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+    cases
+}

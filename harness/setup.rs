@@ -1,0 +1,280 @@
+//! Bringing the first socket into its state, and checking that it is
+//! really there before the second socket binds.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::outcome::{OsError, Verified, Which};
+use crate::platform::{self, Observed, OptionError, TcpState};
+use crate::scenario::{Case, Proto, SockOpt, SocketSpec, State};
+
+/// Listen backlog for every listener of the harness.
+pub const BACKLOG: i32 = 128;
+
+/// The longest any single wait of a setup may take (connect, accept, a
+/// state transition). Loopback needs microseconds; this bound only stops
+/// a broken kernel or an overloaded machine from hanging the run.
+pub const WAIT: Duration = Duration::from_secs(2);
+
+/// Why the first socket could not be brought into its state.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The platform lacks an option the case asks for.
+    Unsupported(SockOpt),
+    /// The OS refused an option: a real answer, recorded as such.
+    Refused(Which, SockOpt, OsError),
+    /// Anything else: the case is `setup-failed` with this reason.
+    Failed(String),
+}
+
+fn failed(what: &str, err: io::Error) -> SetupError {
+    SetupError::Failed(format!("{what}: {}", OsError::of(&err)))
+}
+
+/// The first socket in its state, with whatever keeps it there (the peer of
+/// a connection, say). Dropping it tears everything down so that nothing
+/// of the case remains bound (TIME_WAIT aside, which is the point).
+pub struct Held {
+    sockets: Vec<Socket>,
+    /// Open TCP connections: aborted with RST on drop, so neither side
+    /// lingers in TIME_WAIT afterwards.
+    connections: Vec<Socket>,
+    pub verified: Verified,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for conn in &self.connections {
+            let _ = conn.set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+/// A socket for `spec` with IPV6_V6ONLY and the options set, not bound.
+pub fn open(proto: Proto, spec: &SocketSpec, which: Which) -> Result<Socket, SetupError> {
+    let domain = Domain::for_address(SocketAddr::new(spec.endpoint.ip, 0));
+    let socket = Socket::new(domain, sock_type(proto), None)
+        .map_err(|e| failed(&format!("socket() for the {} socket", which.name()), e))?;
+    if let Some(v6only) = spec.endpoint.v6only {
+        socket
+            .set_only_v6(v6only)
+            .map_err(|e| failed("setsockopt(IPV6_V6ONLY)", e))?;
+    }
+    for opt in spec.options.iter() {
+        match platform::set_option(&socket, opt) {
+            Ok(()) => {}
+            Err(OptionError::Unsupported) => return Err(SetupError::Unsupported(opt)),
+            Err(OptionError::Refused(e)) => {
+                return Err(SetupError::Refused(which, opt, OsError::of(&e)))
+            }
+        }
+    }
+    Ok(socket)
+}
+
+pub fn sock_type(proto: Proto) -> Type {
+    match proto {
+        Proto::Tcp => Type::STREAM,
+        Proto::Udp => Type::DGRAM,
+    }
+}
+
+fn bind_first(case: &Case, port: u16) -> Result<Socket, SetupError> {
+    let socket = open(case.proto, &case.first, Which::First)?;
+    let addr = SocketAddr::new(case.first.endpoint.ip, port);
+    socket
+        .bind(&addr.into())
+        .map_err(|e| failed("bind() of the first socket", e))?;
+    match socket.local_addr().ok().and_then(|a| a.as_socket()) {
+        Some(local) if local.port() == port => Ok(socket),
+        other => Err(SetupError::Failed(format!(
+            "the first socket reports local address {other:?}, not port {port}"
+        ))),
+    }
+}
+
+fn listen(socket: &Socket) -> Result<(), SetupError> {
+    socket
+        .listen(BACKLOG)
+        .map_err(|e| failed("listen() of the first socket", e))
+}
+
+/// An address of `socket`'s family for `ip` (v4-mapped for an IPv6 socket).
+fn in_family_of(socket: &SocketAddr, ip: IpAddr) -> IpAddr {
+    match (socket, ip) {
+        (SocketAddr::V6(_), IpAddr::V4(v4)) => v4.to_ipv6_mapped().into(),
+        _ => ip,
+    }
+}
+
+fn addr_of(sock: &Socket, what: &str) -> Result<SocketAddr, SetupError> {
+    sock.local_addr()
+        .map_err(|e| failed(&format!("getsockname() of {what}"), e))?
+        .as_socket()
+        .ok_or_else(|| SetupError::Failed(format!("{what} has no IP address")))
+}
+
+/// Accept on a non-blocking listener, retrying for at most `WAIT`.
+fn accept_bounded(listener: &Socket) -> Result<Socket, SetupError> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| failed("set_nonblocking() of the listener", e))?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match listener.accept() {
+            Ok((conn, _)) => return Ok(conn),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                thread::yield_now()
+            }
+            Err(e) => return Err(failed("accept() of the loopback connection", e)),
+        }
+    }
+}
+
+/// An established loopback connection to the first socket's listener:
+/// (listener, accepted server side, client).
+fn connect_pair(case: &Case, port: u16) -> Result<(Socket, Socket, Socket), SetupError> {
+    let listener = bind_first(case, port)?;
+    listen(&listener)?;
+    let target = SocketAddr::new(case.first.endpoint.peer_ip(), port);
+    let client = Socket::new(Domain::for_address(target), Type::STREAM, None)
+        .map_err(|e| failed("socket() for the client", e))?;
+    client
+        .connect_timeout(&target.into(), WAIT)
+        .map_err(|e| failed("connect() to the first socket", e))?;
+    let server = accept_bounded(&listener)?;
+    Ok((listener, server, client))
+}
+
+/// What the kernel says about a TCP socket, compared with what the case
+/// needs; `Unknown` (no way to look on this platform) passes as unverified.
+fn expect_tcp(
+    local: SocketAddr,
+    remote: Option<SocketAddr>,
+    want: Observed,
+    what: &str,
+) -> Result<Verified, SetupError> {
+    match platform::observe_tcp(local, remote) {
+        Ok(Observed::Unknown) => Ok(Verified::NotVerified),
+        Ok(seen) if seen == want => Ok(Verified::Yes),
+        Ok(seen) => Err(SetupError::Failed(format!(
+            "{what}: expected {want:?}, the kernel reports {seen:?}"
+        ))),
+        Err(e) => Err(failed(&format!("{what}: socket-table query"), e)),
+    }
+}
+
+/// Poll the kernel until the connection is in `want`, for at most `WAIT`.
+fn await_tcp(
+    local: SocketAddr,
+    remote: SocketAddr,
+    want: TcpState,
+    what: &str,
+) -> Result<Verified, SetupError> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match expect_tcp(local, Some(remote), Observed::State(want), what) {
+            Err(SetupError::Failed(_)) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_micros(50))
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Bring the first socket of `case` into its state on `port` and verify it.
+pub fn hold(case: &Case, port: u16) -> Result<Held, SetupError> {
+    let mut held = Held {
+        sockets: Vec::new(),
+        connections: Vec::new(),
+        verified: Verified::Yes,
+    };
+    match (case.proto, case.state) {
+        (_, State::Bound) => held.sockets.push(bind_first(case, port)?),
+        (Proto::Tcp, State::Listening) => {
+            let listener = bind_first(case, port)?;
+            listen(&listener)?;
+            let reach = SocketAddr::new(case.first.endpoint.peer_ip(), port);
+            held.verified = expect_tcp(reach, None, Observed::State(TcpState::Listen), "listener")?;
+            held.sockets.push(listener);
+        }
+        (Proto::Tcp, State::Established) => {
+            let (listener, server, client) = connect_pair(case, port)?;
+            let (local, remote) = (
+                addr_of(&server, "the accepted socket")?,
+                addr_of(&client, "the client")?,
+            );
+            drop(listener);
+            held.connections.extend([server, client]);
+            held.verified = expect_tcp(
+                local,
+                Some(remote),
+                Observed::State(TcpState::Established),
+                "accepted connection",
+            )?;
+            // The restart story needs the listener really gone.
+            let reach = SocketAddr::new(case.first.endpoint.peer_ip(), port);
+            expect_tcp(reach, None, Observed::Absent, "closed listener")?;
+        }
+        (Proto::Tcp, State::TimeWait) => {
+            let (listener, server, client) = connect_pair(case, port)?;
+            let (local, remote) = (
+                addr_of(&server, "the accepted socket")?,
+                addr_of(&client, "the client")?,
+            );
+            // Server side closes first (active close), then the peer, then
+            // the listener: the server's end of the connection, on the
+            // first socket's port, enters TIME_WAIT.
+            drop(server);
+            drop(client);
+            drop(listener);
+            held.verified = await_tcp(
+                local,
+                remote,
+                TcpState::TimeWait,
+                "server side of the connection",
+            )?;
+        }
+        // close() of a socket that never connected is synchronous: once it
+        // returns, the port is free (the port was checked free before).
+        (Proto::Tcp, State::Closed) => drop(bind_first(case, port)?),
+        (Proto::Udp, State::Connected) => {
+            let socket = bind_first(case, port)?;
+            let peer_ip = case.first.endpoint.peer_ip();
+            let peer = Socket::new(
+                Domain::for_address(SocketAddr::new(peer_ip, 0)),
+                Type::DGRAM,
+                None,
+            )
+            .and_then(|p| p.bind(&SocketAddr::new(peer_ip, 0).into()).map(|_| p))
+            .map_err(|e| failed("bind() of the UDP peer", e))?;
+            let peer_addr = addr_of(&peer, "the UDP peer")?;
+            let local = addr_of(&socket, "the first socket")?;
+            let target = SocketAddr::new(in_family_of(&local, peer_addr.ip()), peer_addr.port());
+            socket
+                .connect(&SockAddr::from(target))
+                .map_err(|e| failed("connect() of the first socket", e))?;
+            match socket.peer_addr().ok().and_then(|a| a.as_socket()) {
+                Some(p) if p == target => {}
+                other => {
+                    return Err(SetupError::Failed(format!(
+                        "the first socket reports peer {other:?}, not {target}"
+                    )))
+                }
+            }
+            held.sockets.extend([socket, peer]);
+        }
+        (proto, state) => {
+            return Err(SetupError::Failed(format!(
+                "state {} does not exist for {}",
+                state.name(),
+                proto.name()
+            )))
+        }
+    }
+    Ok(held)
+}
