@@ -257,3 +257,111 @@ fn help_documents_the_probe_grammar_and_formats() {
         assert!(text.contains(word), "--help lacks {word}");
     }
 }
+
+/// A copy of the recorded Linux tables as a second, made-up platform
+/// "otheros" whose first cell of one row is changed: the fixture for the
+/// compare view (in a temporary folder; the real records stay untouched).
+fn two_platforms(changed_table: &str, changed_row: &str) -> tempfile::TempDir {
+    let recorded = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/linux");
+    let tmp = tempfile::tempdir().unwrap();
+    for os in ["linux", "otheros"] {
+        let dir = tmp.path().join("snapshots").join(os);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(&recorded).unwrap() {
+            let entry = entry.unwrap();
+            let mut text = std::fs::read_to_string(entry.path()).unwrap();
+            if os == "otheros"
+                && entry.file_name().to_string_lossy() == format!("{changed_table}.snap")
+            {
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with(changed_row))
+                    .expect("row exists")
+                    .to_string();
+                let mut cols: Vec<&str> = line
+                    .split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                cols[2] = "CHANGED";
+                text = text.replacen(&line, &cols.join("    "), 1);
+            }
+            std::fs::write(dir.join(entry.file_name()), text).unwrap();
+        }
+    }
+    tmp
+}
+
+#[test]
+fn compare_shows_exactly_the_cells_that_differ() {
+    let tmp = two_platforms("tcp_time-wait_v4", "0.0.0.0 -> 0.0.0.0      none");
+    let dir = tmp.path().join("snapshots");
+    let out = addrinuse(&[
+        "compare",
+        "--snapshots",
+        dir.to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let d = &lines[0];
+    assert_eq!(d["table"], "tcp_time-wait_v4");
+    assert_eq!(d["pair"], "0.0.0.0 -> 0.0.0.0");
+    assert_eq!(d["first_options"], "none");
+    assert_eq!(d["second_options"], "none");
+    assert_eq!(d["answers"]["otheros"], "CHANGED");
+    assert_ne!(d["answers"]["linux"], "CHANGED");
+
+    let text = stdout(&addrinuse(&[
+        "compare",
+        "--snapshots",
+        dir.to_str().unwrap(),
+    ]));
+    assert!(
+        text.contains("cells that differ between platforms: 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("no record yet: macos, windows, freebsd"),
+        "{text}"
+    );
+}
+
+#[test]
+fn compare_with_one_platform_names_those_not_recorded() {
+    let out = addrinuse(&["compare"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("recorded: linux"), "{text}");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for os in ["macos", "windows", "freebsd"] {
+        if !root.join("snapshots").join(os).is_dir() {
+            assert!(
+                text.contains("no record yet:") && text.contains(os),
+                "{text}"
+            );
+        }
+    }
+    rejects(
+        &["compare", "--snapshots", "/nonexistent/snapshots"],
+        "cannot read",
+    );
+}
+
+/// docs/platforms.md is the markdown compare view of the committed records:
+/// regenerate it with `cargo run -- compare --format markdown > docs/platforms.md`.
+#[test]
+fn platforms_page_matches_the_records() {
+    let out = addrinuse(&["compare", "--format", "markdown"]);
+    let page = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/platforms.md");
+    let committed = std::fs::read_to_string(&page).unwrap_or_default();
+    assert!(
+        committed == stdout(&out),
+        "docs/platforms.md is stale: run `cargo run -- compare --format markdown > docs/platforms.md`"
+    );
+}

@@ -8,11 +8,13 @@
 //! - [`run`]: running one case, or many in parallel,
 //! - [`render`]: tables, markdown and JSON lines,
 //! - [`probe`]: the one-case text grammar of `addrinuse probe`,
+//! - [`compare`]: recorded platforms side by side, from `snapshots/<os>/`,
 //! - [`host`]: this machine's capabilities and facts,
 //! - [`ports`]: a fresh, verified-free port for every case,
 //! - [`platform`]: the one seam where operating systems differ.
 
 pub mod bench;
+pub mod compare;
 pub mod host;
 pub mod outcome;
 pub mod platform;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use addrinuse::render::{self, Format};
 use addrinuse::run::{self, Record};
 use addrinuse::scenario::{self, Case, Family, Proto, State, GROUPS};
-use addrinuse::{bench, host, platform, probe};
+use addrinuse::{bench, compare, host, platform, probe};
 use clap::{Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
@@ -45,6 +45,17 @@ enum Command {
         #[arg(required = true, num_args = 1.., value_name = "PROTO STATE FIRST SECOND")]
         case: Vec<String>,
         /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Read every snapshots/<os>/ folder and show only the cells where the
+    /// recorded platforms disagree, side by side.
+    Compare {
+        /// The snapshots folder (default: ./snapshots, else the one this
+        /// binary was built from).
+        #[arg(long, value_name = "DIR")]
+        snapshots: Option<std::path::PathBuf>,
+        /// Output format (markdown writes the page docs/platforms.md holds).
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -134,6 +145,7 @@ fn main() -> ExitCode {
             Ok(case) => run_probe(&case, format),
             Err(msg) => usage_error(&format!("probe: {msg}")),
         },
+        Some(Command::Compare { snapshots, format }) => run_compare(snapshots, format),
         Some(Command::Bench { iterations }) => run_bench(iterations),
     }
 }
@@ -272,6 +284,42 @@ fn run_probe(case: &Case, format: Format) -> ExitCode {
                 );
             }
         }
+    }
+    ExitCode::SUCCESS
+}
+
+fn run_compare(dir: Option<std::path::PathBuf>, format: Format) -> ExitCode {
+    let dir = dir.unwrap_or_else(|| {
+        let here = std::path::PathBuf::from("snapshots");
+        if here.is_dir() {
+            here
+        } else {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots")
+        }
+    });
+    let records = match compare::load(&dir) {
+        Ok(records) => records,
+        Err(msg) => return usage_error(&format!("compare: {msg}")),
+    };
+    match format {
+        Format::Jsonl => {
+            let oses: Vec<&String> = records.keys().collect();
+            for d in compare::differences(&records) {
+                let answers: serde_json::Map<String, serde_json::Value> = oses
+                    .iter()
+                    .zip(&d.answers)
+                    .map(|(os, a)| (os.to_string(), a.clone().into()))
+                    .collect();
+                let (pair, first, second) = &d.cell;
+                println!(
+                    "{}",
+                    serde_json::json!({"table": d.table, "pair": pair, "first_options": first,
+                        "second_options": second, "answers": answers})
+                );
+            }
+        }
+        Format::Table => print!("{}", compare::report(&records, false)),
+        Format::Markdown => print!("{}", compare::report(&records, true)),
     }
     ExitCode::SUCCESS
 }
