@@ -118,3 +118,41 @@ pub fn whole_matrix(threads: usize) -> (usize, Duration) {
     let records = run::run_all(&cases, threads, &|_| {});
     (records.len(), start.elapsed())
 }
+
+/// The bench report as `addrinuse bench` and `cargo bench` print it.
+pub fn report(iterations: u32) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "per-case cost, one thread, {iterations} cases per state (127.0.0.1 -> 127.0.0.1, no options)"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "{:<5} {:<12} {:>10} {:>10} {:>7}",
+        "proto", "state", "harness", "raw", "ratio"
+    )
+    .unwrap();
+    for m in measure(iterations) {
+        writeln!(
+            out,
+            "{:<5} {:<12} {:>8.1}us {:>8.1}us {:>6.2}x",
+            m.proto.name(),
+            m.state.name(),
+            m.harness.as_secs_f64() * 1e6,
+            m.raw.as_secs_f64() * 1e6,
+            m.harness.as_secs_f64() / m.raw.as_secs_f64()
+        )
+        .unwrap();
+    }
+    let threads = run::default_threads();
+    let (n, wall) = whole_matrix(threads);
+    writeln!(
+        out,
+        "whole matrix: {n} cases in {:.3} s on {threads} threads",
+        wall.as_secs_f64()
+    )
+    .unwrap();
+    out
+}

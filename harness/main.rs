@@ -325,26 +325,6 @@ fn run_compare(dir: Option<std::path::PathBuf>, format: Format) -> ExitCode {
 }
 
 fn run_bench(iterations: u32) -> ExitCode {
-    println!("per-case cost, one thread, {iterations} cases per state (127.0.0.1 -> 127.0.0.1, no options)");
-    println!(
-        "{:<5} {:<12} {:>10} {:>10} {:>7}",
-        "proto", "state", "harness", "raw", "ratio"
-    );
-    for m in bench::measure(iterations) {
-        println!(
-            "{:<5} {:<12} {:>8.1}us {:>8.1}us {:>6.2}x",
-            m.proto.name(),
-            m.state.name(),
-            m.harness.as_secs_f64() * 1e6,
-            m.raw.as_secs_f64() * 1e6,
-            m.harness.as_secs_f64() / m.raw.as_secs_f64()
-        );
-    }
-    let threads = run::default_threads();
-    let (n, wall) = bench::whole_matrix(threads);
-    println!(
-        "whole matrix: {n} cases in {:.3} s on {threads} threads",
-        wall.as_secs_f64()
-    );
+    print!("{}", bench::report(iterations));
     ExitCode::SUCCESS
 }
