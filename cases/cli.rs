@@ -53,7 +53,7 @@ fn bad_input_is_one_line_and_exit_code_2() {
         &["probe", "tcp", "timewait", "127.0.0.1", "127.0.0.1"],
         "unknown state 'timewait'",
     );
-    rejects(&["probe", "tcp bound 127.0.0.1"], "expected 4 words");
+    rejects(&["probe", "tcp bound 127.0.0.1"], "expected 4 or 5 words");
     rejects(
         &[
             "probe",
@@ -89,7 +89,16 @@ fn bad_input_is_one_line_and_exit_code_2() {
 #[test]
 fn jsonl_has_one_object_per_case_with_the_documented_fields() {
     let out = addrinuse(&[
-        "--format", "jsonl", "--proto", "udp", "--state", "bound", "--group", "v4",
+        "--format",
+        "jsonl",
+        "--proto",
+        "udp",
+        "--state",
+        "bound",
+        "--group",
+        "v4",
+        "--holder",
+        "other-process",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let lines: Vec<Value> = stdout(&out)
@@ -101,6 +110,7 @@ fn jsonl_has_one_object_per_case_with_the_documented_fields() {
     for v in &lines {
         assert_eq!(v["proto"], "udp");
         assert_eq!(v["state"], "bound");
+        assert_eq!(v["holder"], "other-process");
         for side in ["first", "second"] {
             let s = &v[side];
             assert!(
@@ -294,7 +304,10 @@ fn two_platforms(changed_table: &str, changed_row: &str) -> tempfile::TempDir {
 
 #[test]
 fn compare_shows_exactly_the_cells_that_differ() {
-    let tmp = two_platforms("tcp_time-wait_v4", "0.0.0.0 -> 0.0.0.0      none");
+    let tmp = two_platforms(
+        "tcp_time-wait_same-process_v4",
+        "0.0.0.0 -> 0.0.0.0      none",
+    );
     let dir = tmp.path().join("snapshots");
     let out = addrinuse(&[
         "compare",
@@ -310,7 +323,7 @@ fn compare_shows_exactly_the_cells_that_differ() {
         .collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
     let d = &lines[0];
-    assert_eq!(d["table"], "tcp_time-wait_v4");
+    assert_eq!(d["table"], "tcp_time-wait_same-process_v4");
     assert_eq!(d["pair"], "0.0.0.0 -> 0.0.0.0");
     assert_eq!(d["first_options"], "none");
     assert_eq!(d["second_options"], "none");
@@ -364,4 +377,97 @@ fn platforms_page_matches_the_records() {
         committed == stdout(&out),
         "docs/platforms.md is stale: run `cargo run -- compare --format markdown > docs/platforms.md`"
     );
+}
+
+/// The restart story live: a timeline, then the new server's answer.
+#[test]
+fn restart_prints_a_timeline() {
+    let out = addrinuse(&["restart", "--variant", "graceful"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for step in [
+        "old server listening",
+        "clients connected",
+        "closed its connections",
+        "old connections, server side",
+        "new server",
+    ] {
+        assert!(text.contains(step), "timeline lacks {step:?}:\n{text}");
+    }
+    rejects(&["restart", "--wait", "601"], "601");
+    rejects(&["restart", "--variant", "nice"], "nice");
+}
+
+/// Without root, other-user cases are skipped with the reason, never run
+/// as the same user. Needs root and `setpriv` to start the command as an
+/// unprivileged user.
+#[test]
+fn other_user_cases_are_skipped_without_root() {
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if !addrinuse::platform::privileged() || !setpriv.exists() {
+        eprintln!(
+            "SKIPPED other_user_cases_are_skipped_without_root: needs root and /usr/bin/setpriv"
+        );
+        return;
+    }
+    let out = Command::new(setpriv)
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_addrinuse"),
+        ])
+        .args([
+            "--format",
+            "jsonl",
+            "--holder",
+            "other-user",
+            "--proto",
+            "udp",
+            "--state",
+            "bound",
+            "--group",
+            "v4",
+        ])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    for v in lines {
+        assert_eq!(v["bind"], "skipped", "{v}");
+        let reason = v["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("root") || reason.contains("does not exist"),
+            "{v}"
+        );
+    }
+}
+
+/// `addrinuse | head -1`: a reader that goes away early ends the command
+/// quietly, without a panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_addrinuse"))
+        .args(["--format", "jsonl", "--holder", "same-process"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    // The reader is gone now (dropped above).
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
 }

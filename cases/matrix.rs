@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use addrinuse::platform::OS;
 use addrinuse::render::{self, TableKey};
-use addrinuse::run;
-use addrinuse::scenario::{matrix, Proto, State};
+use addrinuse::scenario::{matrix, Holder, Proto, State};
+use addrinuse::{restart, run, unix_sockets};
 use rstest::rstest;
 
 fn snapshot_dir() -> PathBuf {
@@ -22,24 +22,33 @@ fn snapshot_dir() -> PathBuf {
 #[rstest]
 #[case::tcp_bound(Proto::Tcp, State::Bound)]
 #[case::tcp_listening(Proto::Tcp, State::Listening)]
+#[case::tcp_listening_with_backlog(Proto::Tcp, State::ListeningWithBacklog)]
 #[case::tcp_established(Proto::Tcp, State::Established)]
+#[case::tcp_close_wait(Proto::Tcp, State::CloseWait)]
+#[case::tcp_fin_wait_2(Proto::Tcp, State::FinWait2)]
 #[case::tcp_time_wait(Proto::Tcp, State::TimeWait)]
+#[case::tcp_time_wait_client(Proto::Tcp, State::TimeWaitClient)]
 #[case::tcp_closed(Proto::Tcp, State::Closed)]
 #[case::udp_bound(Proto::Udp, State::Bound)]
 #[case::udp_connected(Proto::Udp, State::Connected)]
 fn table(
     #[case] proto: Proto,
     #[case] state: State,
+    #[values(Holder::SameProcess, Holder::OtherProcess, Holder::OtherUser)] holder: Holder,
     #[values("v4", "v6", "mapped", "v4-v6", "v4-mapped", "v6-mapped")] group: &'static str,
 ) {
+    common::init();
     let key = TableKey {
         proto,
         state,
+        holder,
         group,
     };
     let cases: Vec<_> = matrix()
         .into_iter()
-        .filter(|c| c.proto == proto && c.state == state && c.group() == group)
+        .filter(|c| {
+            c.proto == proto && c.state == state && c.holder == holder && c.group() == group
+        })
         .collect();
     assert!(!cases.is_empty(), "{} has no cases", key.name());
     if !common::capable(&key.name(), &cases) {
@@ -49,12 +58,17 @@ fn table(
     let rows: Vec<_> = records.iter().collect();
     let table = render::text_table(&key, &rows);
 
+    assert_recorded(&key.name(), &table);
+}
+
+/// Compare `table` with `snapshots/<os>/<name>.snap`.
+fn assert_recorded(name: &str, table: &str) {
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(snapshot_dir());
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
-    settings.set_description(format!("{} as recorded on {OS}", key.name()));
-    let assert = || settings.bind(|| insta::assert_snapshot!(key.name(), table));
+    settings.set_description(format!("{name} as recorded on {OS}"));
+    let assert = || settings.bind(|| insta::assert_snapshot!(name.to_string(), table));
     if snapshot_dir().is_dir() {
         assert();
     } else {
@@ -63,6 +77,25 @@ fn table(
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(assert));
     }
 }
+
+/// The restart story with real server processes, one table per OS.
+#[test]
+fn restart_story() {
+    common::init();
+    let table = restart::table(&restart::all_stories());
+    assert_recorded("restart", &table);
+}
+
+/// Unix-domain socket paths and names, one table per OS.
+#[test]
+fn unix_socket_paths() {
+    common::init();
+    let table = unix_sockets::table(&unix_sockets::run_all());
+    assert_recorded("unix-sockets", &table);
+}
+
+/// Tables outside the bind matrix.
+const STORIES: &[&str] = &["restart", "unix-sockets"];
 
 /// One clear failure for a platform nobody has recorded yet, instead of
 /// one opaque assertion per table.
@@ -86,7 +119,9 @@ fn no_stale_snapshots() {
     };
     let expected: BTreeSet<String> = TableKey::all()
         .iter()
-        .map(|k| format!("{}.snap", k.name()))
+        .map(|k| k.name())
+        .chain(STORIES.iter().map(|s| s.to_string()))
+        .map(|name| format!("{name}.snap"))
         .collect();
     let stale: Vec<String> = dir
         .filter_map(|e| e.ok())
@@ -108,6 +143,7 @@ fn tests_cover_every_table() {
             TableKey {
                 proto: c.proto,
                 state: c.state,
+                holder: c.holder,
                 group: c.group(),
             }
             .name()
@@ -117,7 +153,7 @@ fn tests_cover_every_table() {
     assert_eq!(from_matrix, from_keys);
     assert_eq!(
         from_keys.len(),
-        7 * 6,
+        11 * 3 * 6,
         "update the #[case]/#[values] lists of `table`"
     );
 }

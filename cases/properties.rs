@@ -14,14 +14,10 @@ use proptest::sample::select;
 /// The cases this machine can run (the rest are skipped for a reason the
 /// snapshot tables already show).
 fn runnable() -> Vec<Case> {
+    common::init();
     let cases: Vec<Case> = matrix()
         .into_iter()
-        .filter(|c| {
-            !matches!(
-                run::precheck(c),
-                Some(addrinuse::outcome::Skip::Unsupported(_))
-            )
-        })
+        .filter(|c| !run::precheck(c).is_some_and(|s| Outcome::Skipped(s).is_unsupported()))
         .collect();
     if common::capable("properties", &cases) {
         cases
@@ -39,7 +35,7 @@ fn runnable_where(keep: fn(&Case) -> bool) -> Vec<Case> {
 
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 128,
+        cases: 64,
         failure_persistence: None,
         ..ProptestConfig::default()
     }
@@ -71,7 +67,7 @@ proptest! {
     /// state that outlives a case on purpose).
     #[test]
     fn nothing_remains_bound_after_a_case(
-        case in select(runnable_where(|c| c.state != State::TimeWait))
+        case in select(runnable_where(|c| !c.state.lingers()))
     ) {
         let record = run_case(&case);
         if let Some(port) = record.port {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 
 use crate::run::{self, run_case};
-use crate::scenario::{self, Case, Endpoint, Options, Proto, SocketSpec, State};
+use crate::scenario::{self, Case, Endpoint, Holder, Options, Proto, SocketSpec, State};
 
 pub struct Measurement {
     pub proto: Proto,
@@ -31,6 +31,7 @@ fn loopback_case(proto: Proto, state: State) -> Case {
     Case {
         proto,
         state,
+        holder: Holder::SameProcess,
         first: spec,
         second: spec,
     }
@@ -44,41 +45,88 @@ fn raw_case(proto: Proto, state: State) -> std::io::Result<()> {
     };
     let any: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
     let new = || Socket::new(Domain::IPV4, ty, None);
-    let first = new()?;
-    first.bind(&any.into())?;
-    let addr = first.local_addr()?;
+    let wait = Duration::from_secs(2);
+    let listener = || -> std::io::Result<Socket> {
+        let l = new()?;
+        l.bind(&any.into())?;
+        l.listen(128)?;
+        // Bounds accept() where the OS honours it (Linux).
+        l.set_read_timeout(Some(wait))?;
+        Ok(l)
+    };
+    let client_of = |l: &Socket| -> std::io::Result<Socket> {
+        let c = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        c.connect_timeout(&l.local_addr()?, wait)?;
+        Ok(c)
+    };
+    let abort = |s: &Socket| s.set_linger(Some(Duration::ZERO));
     let mut keep = vec![];
-    match state {
-        State::Bound => keep.push(first),
-        State::Listening => {
-            first.listen(128)?;
-            keep.push(first);
+    let addr = match state {
+        State::TimeWaitClient => {
+            let l = listener()?;
+            let first = new()?;
+            first.bind(&any.into())?;
+            first.connect_timeout(&l.local_addr()?, wait)?;
+            let (server, _) = l.accept()?;
+            let addr = first.local_addr()?;
+            drop((first, server, l));
+            addr
         }
-        State::Established | State::TimeWait => {
-            first.listen(128)?;
-            // Bounds accept() where the OS honours it (Linux).
-            first.set_read_timeout(Some(Duration::from_secs(2)))?;
-            let client = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-            client.connect_timeout(&addr, Duration::from_secs(2))?;
-            let (server, _) = first.accept()?;
-            drop(first);
-            if state == State::Established {
-                server.set_linger(Some(Duration::ZERO))?;
-                client.set_linger(Some(Duration::ZERO))?;
-                keep.extend([server, client]);
-            } else {
-                drop(server);
-                drop(client);
+        State::Bound | State::Closed | State::Connected => {
+            let first = new()?;
+            first.bind(&any.into())?;
+            let addr = first.local_addr()?;
+            if state == State::Connected {
+                let peer = new()?;
+                peer.bind(&any.into())?;
+                first.connect(&peer.local_addr()?)?;
+                keep.push(peer);
             }
+            if state != State::Closed {
+                keep.push(first);
+            }
+            addr
         }
-        State::Closed => drop(first),
-        State::Connected => {
-            let peer = new()?;
-            peer.bind(&any.into())?;
-            first.connect(&peer.local_addr()?)?;
-            keep.extend([first, peer]);
+        State::Listening | State::ListeningWithBacklog => {
+            let l = listener()?;
+            let addr = l.local_addr()?;
+            if state == State::ListeningWithBacklog {
+                let c = client_of(&l)?;
+                abort(&c)?;
+                keep.push(c);
+            }
+            keep.push(l);
+            addr
         }
-    }
+        State::Established | State::CloseWait | State::FinWait2 | State::TimeWait => {
+            let l = listener()?;
+            let addr = l.local_addr()?;
+            let client = client_of(&l)?;
+            let (server, _) = l.accept()?;
+            drop(l);
+            match state {
+                State::Established => {
+                    abort(&server)?;
+                    abort(&client)?;
+                    keep.extend([server, client]);
+                }
+                State::CloseWait => {
+                    drop(client);
+                    abort(&server)?;
+                    keep.push(server);
+                }
+                State::FinWait2 => {
+                    drop(server);
+                    // The ACK of the FIN, as the harness needs it too.
+                    crate::platform::flush_ack(&client)?;
+                    abort(&client)?;
+                    keep.push(client);
+                }
+                _ => drop((server, client)),
+            }
+            addr
+        }
+    };
     let second = new()?;
     if second.bind(&addr).is_ok() && proto == Proto::Tcp {
         let _ = second.listen(128);
@@ -123,29 +171,7 @@ pub fn whole_matrix(threads: usize) -> (usize, Duration) {
 pub fn report(iterations: u32) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    writeln!(
-        out,
-        "per-case cost, one thread, {iterations} cases per state (127.0.0.1 -> 127.0.0.1, no options)"
-    )
-    .unwrap();
-    writeln!(
-        out,
-        "{:<5} {:<12} {:>10} {:>10} {:>7}",
-        "proto", "state", "harness", "raw", "ratio"
-    )
-    .unwrap();
-    for m in measure(iterations) {
-        writeln!(
-            out,
-            "{:<5} {:<12} {:>8.1}us {:>8.1}us {:>6.2}x",
-            m.proto.name(),
-            m.state.name(),
-            m.harness.as_secs_f64() * 1e6,
-            m.raw.as_secs_f64() * 1e6,
-            m.harness.as_secs_f64() / m.raw.as_secs_f64()
-        )
-        .unwrap();
-    }
+    // First, while the port range is free of TIME_WAIT from the loops below.
     let threads = run::default_threads();
     let (n, wall) = whole_matrix(threads);
     writeln!(
@@ -154,5 +180,28 @@ pub fn report(iterations: u32) -> String {
         wall.as_secs_f64()
     )
     .unwrap();
+    writeln!(
+        out,
+        "per-case cost, one thread, {iterations} cases per state (127.0.0.1 -> 127.0.0.1, no options)"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "{:<5} {:<22} {:>10} {:>10} {:>7}",
+        "proto", "state", "harness", "raw", "ratio"
+    )
+    .unwrap();
+    for m in measure(iterations) {
+        writeln!(
+            out,
+            "{:<5} {:<22} {:>8.1}us {:>8.1}us {:>6.2}x",
+            m.proto.name(),
+            m.state.name(),
+            m.harness.as_secs_f64() * 1e6,
+            m.raw.as_secs_f64() * 1e6,
+            m.harness.as_secs_f64() / m.raw.as_secs_f64()
+        )
+        .unwrap();
+    }
     out
 }

@@ -31,8 +31,13 @@ fn columns(line: &str) -> Vec<String> {
         .collect()
 }
 
+/// The header rows the snapshot tables start with, and how many of their
+/// leading columns name a row (the rest are answers).
+const HEADERS: &[(&str, usize)] = &[("first -> second", 2), ("variant", 2), ("situation", 1)];
+
 /// Parse one snapshot file's table. `unsupported` option sets named in the
-/// trailer become `unsupported` cells, so they compare like any answer.
+/// trailer of a matrix table become `unsupported` cells, so they compare
+/// like any answer.
 pub fn parse_table(snapshot: &str) -> Result<Table, String> {
     // insta's header sits between the first two `---` lines.
     let body = snapshot
@@ -40,13 +45,19 @@ pub fn parse_table(snapshot: &str) -> Result<Table, String> {
         .nth(2)
         .ok_or("no insta header")?;
     let lines: Vec<&str> = body.lines().collect();
-    let header_at = lines
+    let (header_at, keys) = lines
         .iter()
-        .position(|l| l.starts_with("first -> second"))
+        .enumerate()
+        .find_map(|(i, l)| {
+            HEADERS
+                .iter()
+                .find(|(start, _)| l.starts_with(start))
+                .map(|(_, keys)| (i, *keys))
+        })
         .ok_or("no header row")?;
     let header = columns(lines[header_at]);
-    if header.len() < 3 {
-        return Err("header row has no option columns".into());
+    if header.len() <= keys {
+        return Err("header row has no answer columns".into());
     }
     let mut table = Table::new();
     let mut rows_opts = BTreeSet::new();
@@ -65,16 +76,24 @@ pub fn parse_table(snapshot: &str) -> Result<Table, String> {
                 header.len()
             ));
         }
+        let second_key = if keys == 2 {
+            cols[1].clone()
+        } else {
+            String::new()
+        };
         pairs.insert(cols[0].clone());
-        rows_opts.insert(cols[1].clone());
-        for (col, cell) in header[2..].iter().zip(&cols[2..]) {
+        rows_opts.insert(second_key.clone());
+        for (col, cell) in header[keys..].iter().zip(&cols[keys..]) {
             table.insert(
-                (cols[0].clone(), cols[1].clone(), col.clone()),
+                (cols[0].clone(), second_key.clone(), col.clone()),
                 strip_note(cell),
             );
         }
     }
-    let mut cols: BTreeSet<String> = header[2..].iter().cloned().collect();
+    if header[0] != HEADERS[0].0 {
+        return Ok(table);
+    }
+    let mut cols: BTreeSet<String> = header[keys..].iter().cloned().collect();
     for line in &lines[end..] {
         if let Some((_, list)) = line.split_once("(not run): ") {
             for opts in list.split(", ") {

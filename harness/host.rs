@@ -6,9 +6,10 @@ use std::sync::OnceLock;
 
 use socket2::{Domain, Socket, Type};
 
+use crate::outcome::Skip;
 use crate::platform;
 use crate::ports;
-use crate::scenario::{Endpoint, Family, SockOpt};
+use crate::scenario::{Endpoint, Family, Holder, SockOpt};
 
 /// The machine's capabilities, detected once per process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,14 +62,37 @@ impl Capabilities {
     }
 }
 
-/// Whether a fresh IPv6 socket starts with IPV6_V6ONLY on (Windows) or off
-/// (Linux unless net.ipv6.bindv6only=1, macOS, FreeBSD needs a sysctl).
-fn v6only_default() -> String {
-    match Socket::new(Domain::IPV6, Type::STREAM, None).and_then(|s| s.only_v6()) {
-        Ok(true) => "on".into(),
-        Ok(false) => "off".into(),
-        Err(e) => format!("unknown ({e})"),
+/// Why `other-user` holders cannot run here, if so.
+pub const NO_OTHER_USER: &str =
+    "other-user needs root: the holder process switches to the unprivileged user nobody";
+
+impl Capabilities {
+    /// Why cases of this holder cannot run on this machine, if so.
+    pub fn lacks_holder(&self, holder: Holder) -> Option<Skip> {
+        match (holder, platform::NO_SWITCH_USER) {
+            (Holder::OtherUser, Some(why)) => Some(Skip::NotOnPlatform(why)),
+            (Holder::OtherUser, None) if !self.privileged => Some(Skip::Unavailable(NO_OTHER_USER)),
+            _ => None,
+        }
     }
+}
+
+/// Whether a fresh IPv6 socket starts with IPV6_V6ONLY on (Windows,
+/// FreeBSD) or off (Linux unless net.ipv6.bindv6only=1, macOS); `None` if
+/// it cannot be read.
+fn v6only_default() -> Option<bool> {
+    static DEFAULT: OnceLock<Option<bool>> = OnceLock::new();
+    *DEFAULT.get_or_init(|| {
+        Socket::new(Domain::IPV6, Type::STREAM, None)
+            .and_then(|s| s.only_v6())
+            .ok()
+    })
+}
+
+/// Whether a dual-stack socket must turn IPV6_V6ONLY off itself (when in
+/// doubt, yes).
+pub fn v6only_by_default() -> bool {
+    v6only_default() != Some(false)
 }
 
 fn yes_no(b: bool) -> String {
@@ -88,9 +112,15 @@ pub fn facts() -> Vec<(&'static str, String)> {
         .filter(|o| !platform::supports(**o))
         .map(|o| o.name())
         .collect();
-    let (lo, hi) = ports::pool().range();
     facts.extend([
-        ("IPV6_V6ONLY default", v6only_default()),
+        (
+            "IPV6_V6ONLY default",
+            match v6only_default() {
+                Some(true) => "on".into(),
+                Some(false) => "off".into(),
+                None => "unknown".into(),
+            },
+        ),
         ("127.0.0.2 usable", yes_no(caps.loopback2)),
         ("::1 usable", yes_no(caps.ipv6)),
         ("privileged", yes_no(caps.privileged)),
@@ -103,7 +133,7 @@ pub fn facts() -> Vec<(&'static str, String)> {
             },
         ),
         ("state verification", platform::STATE_CHECK.into()),
-        ("ports used by the harness", format!("{lo}-{hi}")),
+        ("ports used by the harness", ports::pool().describe()),
     ]);
     facts
 }

@@ -58,6 +58,9 @@ impl Which {
 pub enum Skip {
     /// The platform has no such option: recorded as `unsupported`.
     Unsupported(SockOpt),
+    /// The platform has no such feature (abstract socket names outside
+    /// Linux, other-user holders on Windows): recorded as `unsupported`.
+    NotOnPlatform(&'static str),
     /// This machine lacks something the case needs (IPv6, 127.0.0.2).
     Unavailable(&'static str),
 }
@@ -66,7 +69,7 @@ impl Skip {
     pub fn reason(&self) -> String {
         match self {
             Skip::Unsupported(opt) => format!("{} does not exist on {}", opt.name(), platform::OS),
-            Skip::Unavailable(why) => why.to_string(),
+            Skip::Unavailable(why) | Skip::NotOnPlatform(why) => why.to_string(),
         }
     }
 }
@@ -78,6 +81,17 @@ pub enum Verified {
     Yes,
     /// The platform offers no way to look (see `platform::STATE_CHECK`).
     NotVerified,
+}
+
+impl Verified {
+    /// Verified only if both checks were.
+    pub fn and(self, other: Verified) -> Verified {
+        if self == Verified::Yes && other == Verified::Yes {
+            Verified::Yes
+        } else {
+            Verified::NotVerified
+        }
+    }
 }
 
 /// The answer for one case.
@@ -152,10 +166,19 @@ impl Outcome {
                 cell
             }
             Outcome::Refused { socket, error, .. } => format!("{}-opt:{error}", socket.name()),
-            Outcome::Skipped(Skip::Unsupported(_)) => "unsupported".into(),
+            Outcome::Skipped(Skip::Unsupported(_) | Skip::NotOnPlatform(_)) => "unsupported".into(),
             Outcome::Skipped(Skip::Unavailable(_)) => "skipped".into(),
             Outcome::SetupFailed(_) => "setup-failed".into(),
         }
+    }
+
+    /// Whether the platform lacks what the case asks for (an `unsupported`
+    /// cell, as opposed to a machine that lacks a capability).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Skipped(Skip::Unsupported(_) | Skip::NotOnPlatform(_))
+        )
     }
 
     /// Why the case has no kernel answer, if it has none.

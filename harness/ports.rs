@@ -5,12 +5,16 @@
 //! itself (outside the ephemeral range, where connect() and bind(port 0)
 //! take theirs), and each is checked free before use: a port still held
 //! by anyone, including a TIME_WAIT left by an earlier run, is passed over.
+//! A port is leased to one case at a time, so two cases of this process
+//! never share one even when the search wraps around the range.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
@@ -18,66 +22,193 @@ use crate::host;
 use crate::platform;
 use crate::scenario::Proto;
 
+/// The ports the harness may use and, for each, until when it is known to
+/// be busy (milliseconds since the pool was made; `LEASED` while a case of
+/// this process uses it).
 pub struct PortPool {
-    first: u16,
-    len: u32,
+    /// Held for the life of the process (see `lock_ports`).
+    _lock: Option<std::fs::File>,
+    segments: Vec<(u16, u16)>,
+    busy_until: Vec<AtomicU32>,
     next: AtomicU32,
+    epoch: Instant,
 }
 
-/// The widest stretch of unprivileged ports outside the ephemeral range,
-/// preferring ports from 10000 up (below are well-known services).
-fn choose_range(ephemeral: Option<(u16, u16)>) -> (u16, u16) {
+const LEASED: u32 = u32::MAX;
+
+/// How long a port found busy is passed over before it is checked again.
+const RECHECK_MS: u32 = 2_000;
+
+/// How long `take` waits for a port when every one is busy: TIME_WAIT
+/// lasts 60 s on Linux and up to 240 s elsewhere; a few full runs within a
+/// minute can fill the range with it.
+const WAIT_FOR_PORTS: Duration = Duration::from_secs(120);
+
+/// A port leased to one case; the port goes back to the pool on drop.
+pub struct Lease {
+    port: u16,
+    index: usize,
+}
+
+impl Lease {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let pool = pool();
+        pool.busy_until[self.index].store(pool.now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// The unprivileged ports outside the ephemeral range, from 10000 up
+/// (below are well-known services): below it and above it.
+fn choose_segments(ephemeral: Option<(u16, u16)>) -> Vec<(u16, u16)> {
     let (lo, hi) = ephemeral.unwrap_or((32768, 65535));
-    let below = (10000u16, lo.saturating_sub(1));
-    let above = (hi.saturating_add(1).max(10000), 65535u16);
-    let width = |(a, b): (u16, u16)| if b >= a { u32::from(b - a) + 1 } else { 0 };
-    let best = if width(below) >= width(above) {
-        below
+    let candidates = [
+        (10000u16, lo.saturating_sub(1)),
+        (hi.saturating_add(1).max(10000), 65535u16),
+    ];
+    let segments: Vec<(u16, u16)> = candidates
+        .into_iter()
+        .filter(|(a, b)| b >= a && b - a >= 255 && *b > 1024)
+        .collect();
+    if segments.is_empty() {
+        // An ephemeral range covering everything from 10000 up: take what
+        // lies below it.
+        vec![(1024, lo.saturating_sub(1).max(1024))]
     } else {
-        above
-    };
-    if width(best) >= 4096 {
-        best
-    } else {
-        (1024, lo.saturating_sub(1).max(1024))
+        segments
+    }
+}
+
+/// How long a run waits for another addrinuse process to finish with the
+/// ports.
+const WAIT_FOR_OTHER_RUN: Duration = Duration::from_secs(600);
+
+/// Take the machine-wide lock on the harness's ports for the rest of this
+/// process's life: two addrinuse processes choosing ports at once could
+/// pick the same port between the free-port check and the bind, and change
+/// each other's answers. A second run waits for the first (bounded).
+fn lock_ports() -> Option<std::fs::File> {
+    let path = std::env::temp_dir().join("addrinuse-ports.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .or_else(|_| std::fs::File::open(&path))
+        .ok()?;
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Some(file),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < WAIT_FOR_OTHER_RUN => {
+                if !told && start.elapsed() > Duration::from_secs(1) {
+                    eprintln!(
+                        "addrinuse: waiting for another addrinuse run to finish ({})",
+                        path.display()
+                    );
+                    told = true;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            // No lock to be had (a file system without locks, or waited
+            // too long): go on without it rather than never run.
+            Err(_) => return None,
+        }
     }
 }
 
 pub fn pool() -> &'static PortPool {
     static POOL: OnceLock<PortPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let (first, last) = choose_range(platform::ephemeral_ports());
-        let len = u32::from(last - first) + 1;
+        let lock = lock_ports();
+        let segments = choose_segments(platform::ephemeral_ports());
+        let len: usize = segments.iter().map(|(a, b)| usize::from(b - a) + 1).sum();
         // A random starting point, so that two processes running at once
         // rarely start on the same ports.
         let mut h = RandomState::new().build_hasher();
         h.write_u32(std::process::id());
         PortPool {
-            first,
-            len,
-            next: AtomicU32::new(h.finish() as u32 % len),
+            _lock: lock,
+            segments,
+            busy_until: (0..len).map(|_| AtomicU32::new(0)).collect(),
+            next: AtomicU32::new((h.finish() % len as u64) as u32),
+            epoch: Instant::now(),
         }
     })
 }
 
 impl PortPool {
-    pub fn range(&self) -> (u16, u16) {
-        (self.first, (u32::from(self.first) + self.len - 1) as u16)
+    /// `10000-32767, 61000-65535`
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .segments
+            .iter()
+            .map(|(a, b)| format!("{a}-{b}"))
+            .collect();
+        parts.join(", ")
     }
 
-    /// A port nothing holds for `proto` right now. An earlier run leaves
-    /// long stretches of ports in TIME_WAIT (its cases run in matrix order),
-    /// so the search may pass over the whole range once, but not more.
-    pub fn take(&self, proto: Proto) -> Result<u16, String> {
-        for _ in 0..self.len {
-            let n = self.next.fetch_add(1, Ordering::Relaxed) % self.len;
-            let port = (u32::from(self.first) + n) as u16;
-            if is_free(proto, port) {
-                return Ok(port);
+    fn now_ms(&self) -> u32 {
+        self.epoch.elapsed().as_millis().min(u128::from(LEASED - 1)) as u32
+    }
+
+    fn port_at(&self, mut index: usize) -> u16 {
+        for (a, b) in &self.segments {
+            let width = usize::from(b - a) + 1;
+            if index < width {
+                return a + index as u16;
             }
+            index -= width;
         }
-        let (lo, hi) = self.range();
-        Err(format!("no free {} port in {lo}-{hi}", proto.name()))
+        unreachable!("index within the pool")
+    }
+
+    /// A port nothing holds for `proto` right now, leased to the caller.
+    /// Ports that earlier runs left in TIME_WAIT are passed over; when every
+    /// port is busy it waits (bounded) for them to come free.
+    pub fn take(&self, proto: Proto) -> Result<Lease, String> {
+        let len = self.busy_until.len();
+        let deadline = Instant::now() + WAIT_FOR_PORTS;
+        loop {
+            for _ in 0..len {
+                let index = self.next.fetch_add(1, Ordering::Relaxed) as usize % len;
+                let slot = &self.busy_until[index];
+                let now = self.now_ms();
+                let seen = slot.load(Ordering::Relaxed);
+                if seen > now
+                    || slot
+                        .compare_exchange(seen, LEASED, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_err()
+                {
+                    continue;
+                }
+                let lease = Lease {
+                    port: self.port_at(index),
+                    index,
+                };
+                if is_free(proto, lease.port) {
+                    return Ok(lease);
+                }
+                std::mem::forget(lease);
+                slot.store(now + RECHECK_MS, Ordering::Relaxed);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no free {} port in {} for {} s (TIME_WAIT left by earlier runs?)",
+                    proto.name(),
+                    self.describe(),
+                    WAIT_FOR_PORTS.as_secs()
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -90,10 +221,12 @@ pub fn is_free(proto: Proto, port: u16) -> bool {
         Proto::Tcp => Type::STREAM,
         Proto::Udp => Type::DGRAM,
     };
+    // A child started right now must not keep the check's socket bound.
+    let _quiet = crate::spawn::sockets();
     let attempt = |addr: SocketAddr, dual: bool| {
         Socket::new(Domain::for_address(addr), ty, None)
             .and_then(|s| {
-                if dual {
+                if dual && host::v6only_by_default() {
                     s.set_only_v6(false)?;
                 }
                 s.bind(&addr.into())

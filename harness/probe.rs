@@ -1,8 +1,9 @@
 //! The one-case text grammar of `addrinuse probe`:
 //!
 //! ```text
-//! PROTO STATE FIRST SECOND
+//! PROTO STATE FIRST SECOND [HOLDER]
 //! socket := ADDRESS[/v6only|/dual][+OPTION...]
+//! HOLDER := same-process (default) | other-process | other-user
 //! ```
 //!
 //! e.g. `tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0+reuseaddr` or
@@ -12,9 +13,10 @@
 
 use std::net::IpAddr;
 
-use crate::scenario::{Case, Endpoint, Options, Proto, SockOpt, SocketSpec, State};
+use crate::scenario::{Case, Endpoint, Holder, Options, Proto, SockOpt, SocketSpec, State};
 
-pub const GRAMMAR: &str = "PROTO STATE FIRST SECOND, socket = ADDRESS[/v6only|/dual][+OPTION...]";
+pub const GRAMMAR: &str =
+    "PROTO STATE FIRST SECOND [HOLDER], socket = ADDRESS[/v6only|/dual][+OPTION...]";
 
 fn one_of<T: Copy>(
     what: &str,
@@ -33,15 +35,6 @@ fn one_of<T: Copy>(
             )
         })
 }
-
-const ALL_STATES: &[State] = &[
-    State::Bound,
-    State::Listening,
-    State::Established,
-    State::TimeWait,
-    State::Closed,
-    State::Connected,
-];
 
 /// Whether the harness may bind `ip`: loopback, wildcard, or their
 /// v4-mapped forms. Nothing else is ever bound or connected to.
@@ -114,14 +107,23 @@ pub fn parse_socket(text: &str) -> Result<SocketSpec, String> {
 /// Parse a whole case from its words.
 pub fn parse(words: &[String]) -> Result<Case, String> {
     let words: Vec<&str> = words.iter().flat_map(|w| w.split_whitespace()).collect();
-    let [proto, state, first, second] = words[..] else {
-        return Err(format!("expected 4 words ({GRAMMAR}), got {}", words.len()));
+    let (proto, state, first, second, holder) = match words[..] {
+        [p, s, a, b] => (p, s, a, b, Holder::SameProcess.name()),
+        [p, s, a, b, h] => (p, s, a, b, h),
+        _ => {
+            return Err(format!(
+                "expected 4 or 5 words ({GRAMMAR}), got {}",
+                words.len()
+            ))
+        }
     };
     let proto = one_of("protocol", proto, Proto::ALL, Proto::name)?;
-    let state = one_of("state", state, ALL_STATES, State::name)?;
+    let state = one_of("state", state, State::ALL, State::name)?;
+    let holder = one_of("holder", holder, Holder::ALL, Holder::name)?;
     let case = Case {
         proto,
         state,
+        holder,
         first: parse_socket(first)?,
         second: parse_socket(second)?,
     };
@@ -141,11 +143,16 @@ pub fn format(case: &Case) -> String {
         }
         text
     };
-    format!(
+    let mut text = format!(
         "{} {} {} {}",
         case.proto.name(),
         case.state.name(),
         socket(&case.first),
         socket(&case.second)
-    )
+    );
+    if case.holder != Holder::SameProcess {
+        text.push(' ');
+        text.push_str(case.holder.name());
+    }
+    text
 }

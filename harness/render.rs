@@ -11,9 +11,10 @@ use std::fmt::Write;
 use serde_json::{json, Value};
 
 use crate::outcome::{Outcome, Skip};
+
 use crate::platform;
 use crate::run::Record;
-use crate::scenario::{Endpoint, Options, Proto, SockOpt, SocketSpec, State, GROUPS};
+use crate::scenario::{Endpoint, Holder, Options, Proto, SockOpt, SocketSpec, State, GROUPS};
 
 /// Output formats of the `addrinuse` command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -31,13 +32,17 @@ pub enum Format {
 pub struct TableKey {
     pub proto: Proto,
     pub state: State,
+    pub holder: Holder,
     pub group: &'static str,
 }
 
 impl Ord for TableKey {
     /// Report order: protocol, state, then groups in `GROUPS` order.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let rank = |k: &TableKey| (k.proto, k.state, GROUPS.iter().position(|g| *g == k.group));
+        let rank = |k: &TableKey| {
+            let group = GROUPS.iter().position(|g| *g == k.group);
+            (k.proto, k.state, k.holder, group)
+        };
         rank(self).cmp(&rank(other))
     }
 }
@@ -49,17 +54,24 @@ impl PartialOrd for TableKey {
 }
 
 impl TableKey {
-    /// The snapshot name: `tcp_time-wait_v4-v6` (no characters a Windows
-    /// file name cannot hold).
+    /// The snapshot name: `tcp_time-wait_other-process_v4-v6` (no
+    /// characters a Windows file name cannot hold).
     pub fn name(&self) -> String {
-        format!("{}_{}_{}", self.proto.name(), self.state.name(), self.group)
+        format!(
+            "{}_{}_{}_{}",
+            self.proto.name(),
+            self.state.name(),
+            self.holder.name(),
+            self.group
+        )
     }
 
     fn title(&self) -> String {
         format!(
-            "{} / first socket {} / {} addresses",
+            "{} / first socket {}, held by {} / {} addresses",
             self.proto.name(),
             self.state.name(),
+            self.holder.name(),
             self.group
         )
     }
@@ -68,12 +80,15 @@ impl TableKey {
     pub fn all() -> Vec<TableKey> {
         let mut keys = Vec::new();
         for (proto, state) in State::all() {
-            for &group in GROUPS {
-                keys.push(TableKey {
-                    proto,
-                    state,
-                    group,
-                });
+            for &holder in Holder::ALL {
+                for &group in GROUPS {
+                    keys.push(TableKey {
+                        proto,
+                        state,
+                        holder,
+                        group,
+                    });
+                }
             }
         }
         keys
@@ -83,6 +98,7 @@ impl TableKey {
         TableKey {
             proto: record.case.proto,
             state: record.case.state,
+            holder: record.case.holder,
             group: record.case.group(),
         }
     }
@@ -98,7 +114,7 @@ pub fn tables(records: &[Record]) -> BTreeMap<TableKey, Vec<&Record>> {
 }
 
 fn is_unsupported(o: &Outcome) -> bool {
-    matches!(o, Outcome::Skipped(Skip::Unsupported(_)))
+    o.is_unsupported()
 }
 
 /// Rows and columns of one table, with footnotes for cells that carry a
@@ -110,6 +126,8 @@ struct Grid {
     notes: Vec<String>,
     /// Option sets left out because every cell of them is `unsupported`.
     dropped: Vec<Options>,
+    /// Why the platform lacks what some cases ask for (other than options).
+    not_here: Vec<&'static str>,
     unverified: bool,
 }
 
@@ -161,6 +179,12 @@ fn grid(records: &[&Record]) -> Grid {
         }
     }
 
+    let mut not_here: Vec<&'static str> = Vec::new();
+    for outcome in cells.values() {
+        if let Outcome::Skipped(Skip::NotOnPlatform(why)) = outcome {
+            position(&mut not_here, *why);
+        }
+    }
     let mut notes: Vec<String> = Vec::new();
     let mut unverified = false;
     let mut out_rows = Vec::new();
@@ -203,6 +227,7 @@ fn grid(records: &[&Record]) -> Grid {
         rows: out_rows,
         notes,
         dropped,
+        not_here,
         unverified,
     }
 }
@@ -231,7 +256,11 @@ fn legend(key: &TableKey) -> String {
 
 fn trailer(grid: &Grid) -> Vec<String> {
     let mut lines = Vec::new();
-    if !grid.dropped.is_empty() {
+    for why in &grid.not_here {
+        lines.push(format!("unsupported on {}: {why}", platform::OS));
+    }
+    // A table the platform cannot run at all needs no list of option sets.
+    if !grid.dropped.is_empty() && !grid.rows.is_empty() {
         let names: Vec<String> = grid.dropped.iter().map(|o| o.to_string()).collect();
         lines.push(format!(
             "unsupported on {} (not run): {}",
@@ -283,7 +312,9 @@ pub fn text_table(key: &TableKey, records: &[&Record]) -> String {
     writeln!(out, "{}", key.title()).unwrap();
     writeln!(out, "{}", legend(key)).unwrap();
     writeln!(out).unwrap();
-    writeln!(out, "{}", fmt_line(&header)).unwrap();
+    if !body.is_empty() {
+        writeln!(out, "{}", fmt_line(&header)).unwrap();
+    }
     for line in &body {
         writeln!(out, "{}", fmt_line(line)).unwrap();
     }
@@ -350,6 +381,7 @@ pub fn json_record(record: &Record) -> Value {
         "os": platform::OS,
         "proto": case.proto.name(),
         "state": case.state.name(),
+        "holder": case.holder.name(),
         "group": case.group(),
         "first": socket_json(&case.first),
         "second": socket_json(&case.second),
@@ -372,9 +404,20 @@ pub fn restart_summary(records: &[Record]) -> Option<String> {
     };
     let plain = Options::NONE;
     let reuse = Options::NONE.with(SockOpt::ReuseAddr);
+    // A restarted server is another process than the old one; fall back to
+    // same-process cases when other holders were filtered out.
+    let holder = if records
+        .iter()
+        .any(|r| r.case.holder == Holder::OtherProcess)
+    {
+        Holder::OtherProcess
+    } else {
+        Holder::SameProcess
+    };
     let find = |state: State, old: Options, new: Options| {
         records.iter().find(|r| {
-            r.case.proto == Proto::Tcp
+            r.case.holder == holder
+                && r.case.proto == Proto::Tcp
                 && r.case.state == state
                 && r.case.first.endpoint == any
                 && r.case.second.endpoint == any

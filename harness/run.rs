@@ -4,12 +4,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
+use crate::holder;
 use crate::host;
 use crate::outcome::{OsError, Outcome, Skip, Verified, Which};
 use crate::platform;
 use crate::ports;
-use crate::scenario::{Case, Proto};
+use crate::scenario::{Case, Holder, Proto};
 use crate::setup::{self, SetupError, BACKLOG};
+use crate::spawn;
 
 /// A case with its answer, and the port it used (not part of the answer:
 /// it differs from run to run).
@@ -28,6 +30,9 @@ pub fn precheck(case: &Case) -> Option<Skip> {
             return Some(Skip::Unsupported(opt));
         }
     }
+    if let Some(skip) = caps.lacks_holder(case.holder) {
+        return Some(skip);
+    }
     [&case.first, &case.second]
         .iter()
         .find_map(|spec| caps.lacks(&spec.endpoint))
@@ -35,7 +40,7 @@ pub fn precheck(case: &Case) -> Option<Skip> {
 }
 
 /// The second socket: options, bind, and for TCP `listen()`.
-fn second_bind(case: &Case, port: u16, verified: Verified) -> Outcome {
+pub(crate) fn second_bind(case: &Case, port: u16, verified: Verified) -> Outcome {
     let socket = match setup::open(case.proto, &case.second, Which::Second) {
         Ok(s) => s,
         Err(e) => return setup_outcome(e),
@@ -75,8 +80,8 @@ pub fn run_case(case: &Case) -> Record {
             port: None,
         };
     }
-    let port = match ports::pool().take(case.proto) {
-        Ok(port) => port,
+    let lease = match ports::pool().take(case.proto) {
+        Ok(lease) => lease,
         Err(why) => {
             return Record {
                 case: *case,
@@ -85,13 +90,20 @@ pub fn run_case(case: &Case) -> Record {
             }
         }
     };
-    let outcome = match setup::hold(case, port) {
-        Ok(held) => {
-            let outcome = second_bind(case, port, held.verified);
-            drop(held);
-            outcome
+    let port = lease.port();
+    let outcome = match case.holder {
+        Holder::SameProcess => {
+            let _quiet = spawn::sockets();
+            match setup::hold(case, port) {
+                Ok(held) => {
+                    let outcome = second_bind(case, port, held.verified);
+                    drop(held);
+                    outcome
+                }
+                Err(e) => setup_outcome(e),
+            }
         }
-        Err(e) => setup_outcome(e),
+        Holder::OtherProcess | Holder::OtherUser => holder::run_batch(&[(*case, port)]).remove(0),
     };
     Record {
         case: *case,
@@ -107,7 +119,10 @@ pub fn second_bind_alone(case: &Case) -> Outcome {
         return Outcome::Skipped(skip);
     }
     match ports::pool().take(case.proto) {
-        Ok(port) => second_bind(case, port, Verified::Yes),
+        Ok(lease) => {
+            let _quiet = spawn::sockets();
+            second_bind(case, lease.port(), Verified::Yes)
+        }
         Err(why) => Outcome::SetupFailed(why),
     }
 }
@@ -117,11 +132,79 @@ pub fn default_threads() -> usize {
     thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Cases per child process when another process holds the first sockets:
+/// one process start per batch, and well below the usual limit of 1024
+/// open descriptors (a case holds at most two).
+const BATCH: usize = 128;
+
+/// Cases per unit of work when this process holds them.
+const CHUNK: usize = 32;
+
+/// Run a run of cases that share a holder: here, or through one child.
+fn run_unit(cases: &[Case]) -> Vec<Record> {
+    if cases[0].holder == Holder::SameProcess {
+        return cases.iter().map(run_case).collect();
+    }
+    let mut records: Vec<Record> = cases
+        .iter()
+        .map(|c| Record {
+            case: *c,
+            outcome: Outcome::SetupFailed(String::new()),
+            port: None,
+        })
+        .collect();
+    let mut batch = Vec::new();
+    let mut leases = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        if let Some(skip) = precheck(case) {
+            records[i].outcome = Outcome::Skipped(skip);
+            continue;
+        }
+        match ports::pool().take(case.proto) {
+            Ok(lease) => {
+                let port = lease.port();
+                leases.push(lease);
+                records[i].port = Some(port);
+                batch.push((i, (*case, port)));
+            }
+            Err(why) => records[i].outcome = Outcome::SetupFailed(why),
+        }
+    }
+    let pairs: Vec<(Case, u16)> = batch.iter().map(|(_, p)| *p).collect();
+    for ((i, _), outcome) in batch.iter().zip(holder::run_batch(&pairs)) {
+        records[*i].outcome = outcome;
+    }
+    drop(leases);
+    records
+}
+
+/// Split `cases` into units: runs of the same holder, `BATCH` long for
+/// child processes and `CHUNK` long here.
+fn units(cases: &[Case]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < cases.len() {
+        let holder = cases[start].holder;
+        let size = if holder == Holder::SameProcess {
+            CHUNK
+        } else {
+            BATCH
+        };
+        let mut end = start + 1;
+        while end < cases.len() && end - start < size && cases[end].holder == holder {
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
 /// Run `cases` on `threads` threads; records come back in the order of
 /// `cases`. Each case has its own port, so the answers do not depend on
 /// what runs beside it. `progress` is called with the number of cases done.
 pub fn run_all(cases: &[Case], threads: usize, progress: &(dyn Fn(usize) + Sync)) -> Vec<Record> {
-    const CHUNK: usize = 32;
+    let units = units(cases);
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let mut parts: Vec<(usize, Vec<Record>)> = thread::scope(|scope| {
@@ -130,14 +213,14 @@ pub fn run_all(cases: &[Case], threads: usize, progress: &(dyn Fn(usize) + Sync)
                 scope.spawn(|| {
                     let mut mine = Vec::new();
                     loop {
-                        let start = next.fetch_add(CHUNK, Ordering::Relaxed);
-                        if start >= cases.len() {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(range) = units.get(n) else {
                             return mine;
-                        }
-                        let end = (start + CHUNK).min(cases.len());
-                        let records = cases[start..end].iter().map(run_case).collect();
-                        mine.push((start, records));
-                        progress(done.fetch_add(end - start, Ordering::Relaxed) + end - start);
+                        };
+                        let records = run_unit(&cases[range.clone()]);
+                        let count = records.len();
+                        mine.push((range.start, records));
+                        progress(done.fetch_add(count, Ordering::Relaxed) + count);
                     }
                 })
             })

@@ -35,8 +35,12 @@ impl Proto {
             Proto::Tcp => &[
                 State::Bound,
                 State::Listening,
+                State::ListeningWithBacklog,
                 State::Established,
+                State::CloseWait,
+                State::FinWait2,
                 State::TimeWait,
+                State::TimeWaitClient,
                 State::Closed,
             ],
             Proto::Udp => &[State::Bound, State::Connected],
@@ -52,6 +56,8 @@ pub enum State {
     Bound,
     /// `bind()` + `listen()`.
     Listening,
+    /// Listening, with a connection completed but not yet accepted.
+    ListeningWithBacklog,
     /// Listened, accepted a loopback connection, then the listener was
     /// closed while the accepted connection stays open: a server restart
     /// while clients are still connected.
@@ -59,6 +65,17 @@ pub enum State {
     /// As `Established`, then the accepted connection closed first and the
     /// peer after it, so the server side of the connection sits in TIME_WAIT.
     TimeWait,
+    /// As `Established`, then the peer closed and the holder did not: the
+    /// accepted connection sits in CLOSE_WAIT (a server that never closes
+    /// sockets its clients left).
+    CloseWait,
+    /// As `Established`, then the holder closed and the peer stays silent:
+    /// the holder's end sits in FIN_WAIT_2.
+    FinWait2,
+    /// TIME_WAIT on the active opener's side: the first socket is a client
+    /// bound explicitly to the port, connected to a loopback listener, and
+    /// it closed first.
+    TimeWaitClient,
     /// Bound, then closed.
     Closed,
     /// UDP: bound, then `connect()`ed to a loopback peer.
@@ -66,15 +83,39 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in table order.
+    pub const ALL: &'static [State] = &[
+        State::Bound,
+        State::Listening,
+        State::ListeningWithBacklog,
+        State::Established,
+        State::CloseWait,
+        State::FinWait2,
+        State::TimeWait,
+        State::TimeWaitClient,
+        State::Closed,
+        State::Connected,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             State::Bound => "bound",
             State::Listening => "listening",
+            State::ListeningWithBacklog => "listening-with-backlog",
             State::Established => "established",
+            State::CloseWait => "close-wait",
+            State::FinWait2 => "fin-wait-2",
             State::TimeWait => "time-wait",
+            State::TimeWaitClient => "time-wait-client",
             State::Closed => "closed",
             State::Connected => "connected",
         }
+    }
+
+    /// Whether the state outlives the case on purpose (TIME_WAIT stays in
+    /// the kernel after every descriptor is closed).
+    pub fn lingers(self) -> bool {
+        matches!(self, State::TimeWait | State::TimeWaitClient)
     }
 
     pub fn all() -> impl Iterator<Item = (Proto, State)> {
@@ -330,12 +371,40 @@ pub struct SocketSpec {
     pub options: Options,
 }
 
-/// One cell of the matrix: the first socket, brought into `state`, holds a
-/// port; the second socket binds the same port.
+/// Who owns the first socket while the second one binds. Kernels decide
+/// differently by owner: Linux ties SO_REUSEPORT to the effective uid,
+/// FreeBSD forbids multibinding across owners, Windows decides by security
+/// context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Holder {
+    /// The process that binds the second socket.
+    SameProcess,
+    /// A child process (the suite's own binary in holder mode).
+    OtherProcess,
+    /// A child process running as another, unprivileged user (`nobody`).
+    OtherUser,
+}
+
+impl Holder {
+    pub const ALL: &'static [Holder] =
+        &[Holder::SameProcess, Holder::OtherProcess, Holder::OtherUser];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Holder::SameProcess => "same-process",
+            Holder::OtherProcess => "other-process",
+            Holder::OtherUser => "other-user",
+        }
+    }
+}
+
+/// One cell of the matrix: the first socket, brought into `state` by
+/// `holder`, holds a port; the second socket binds the same port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Case {
     pub proto: Proto,
     pub state: State,
+    pub holder: Holder,
     pub first: SocketSpec,
     pub second: SocketSpec,
 }
@@ -383,28 +452,39 @@ impl Case {
     }
 }
 
-/// The whole matrix in a stable order: protocol, state, first endpoint,
-/// second endpoint, first options, second options.
+/// The whole matrix in a stable order: holder (so that a child process can
+/// hold a run of cases), protocol, state, first endpoint, second endpoint,
+/// first options, second options.
 pub fn matrix() -> Vec<Case> {
     let mut cases = Vec::new();
-    for (proto, state) in State::all() {
-        for &a in ENDPOINTS {
-            for &b in ENDPOINTS {
-                for &oa in OPTION_SETS {
-                    for &ob in OPTION_SETS {
-                        cases.push(Case {
-                            proto,
-                            state,
-                            first: SocketSpec {
-                                endpoint: a,
-                                options: oa,
-                            },
-                            second: SocketSpec {
-                                endpoint: b,
-                                options: ob,
-                            },
-                        });
-                    }
+    for &holder in Holder::ALL {
+        for (proto, state) in State::all() {
+            cases.extend(cases_of(proto, state, holder));
+        }
+    }
+    cases
+}
+
+/// Every case of one (protocol, state, holder).
+fn cases_of(proto: Proto, state: State, holder: Holder) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &a in ENDPOINTS {
+        for &b in ENDPOINTS {
+            for &oa in OPTION_SETS {
+                for &ob in OPTION_SETS {
+                    cases.push(Case {
+                        proto,
+                        state,
+                        holder,
+                        first: SocketSpec {
+                            endpoint: a,
+                            options: oa,
+                        },
+                        second: SocketSpec {
+                            endpoint: b,
+                            options: ob,
+                        },
+                    });
                 }
             }
         }

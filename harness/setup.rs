@@ -135,19 +135,50 @@ fn accept_bounded(listener: &Socket) -> Result<Socket, SetupError> {
     }
 }
 
-/// An established loopback connection to the first socket's listener:
-/// (listener, accepted server side, client).
-fn connect_pair(case: &Case, port: u16) -> Result<(Socket, Socket, Socket), SetupError> {
-    let listener = bind_first(case, port)?;
-    listen(&listener)?;
-    let target = SocketAddr::new(case.first.endpoint.peer_ip(), port);
+/// A client connected to `target` (bounded by `WAIT`).
+fn connect_client(target: SocketAddr) -> Result<Socket, SetupError> {
     let client = Socket::new(Domain::for_address(target), Type::STREAM, None)
         .map_err(|e| failed("socket() for the client", e))?;
     client
         .connect_timeout(&target.into(), WAIT)
-        .map_err(|e| failed("connect() to the first socket", e))?;
+        .map_err(|e| failed("connect() to the listener", e))?;
+    Ok(client)
+}
+
+/// The first socket listening, and a loopback client connected to it
+/// (completed, not yet accepted).
+fn listen_and_connect(case: &Case, port: u16) -> Result<(Socket, Socket), SetupError> {
+    let listener = bind_first(case, port)?;
+    listen(&listener)?;
+    let client = connect_client(SocketAddr::new(case.first.endpoint.peer_ip(), port))?;
+    Ok((listener, client))
+}
+
+/// An established loopback connection to the first socket's listener:
+/// (listener, accepted server side, client, the connection's address pair
+/// as the server sees it).
+fn connect_pair(case: &Case, port: u16) -> Result<Connection, SetupError> {
+    let (listener, client) = listen_and_connect(case, port)?;
     let server = accept_bounded(&listener)?;
-    Ok((listener, server, client))
+    let local = addr_of(&server, "the accepted socket")?;
+    let remote = addr_of(&client, "the client")?;
+    Ok(Connection {
+        listener,
+        server,
+        client,
+        local,
+        remote,
+    })
+}
+
+struct Connection {
+    listener: Socket,
+    server: Socket,
+    client: Socket,
+    /// The server side's local address (the first socket's port).
+    local: SocketAddr,
+    /// The client's address.
+    remote: SocketAddr,
 }
 
 /// What the kernel says about a TCP socket, compared with what the case
@@ -175,11 +206,23 @@ fn await_tcp(
     want: TcpState,
     what: &str,
 ) -> Result<Verified, SetupError> {
+    await_tcp_nudged(local, remote, want, what, &|| {})
+}
+
+/// As `await_tcp`, calling `nudge` between polls (to hurry the peer).
+fn await_tcp_nudged(
+    local: SocketAddr,
+    remote: SocketAddr,
+    want: TcpState,
+    what: &str,
+    nudge: &dyn Fn(),
+) -> Result<Verified, SetupError> {
     let deadline = Instant::now() + WAIT;
     loop {
+        nudge();
         match expect_tcp(local, Some(remote), Observed::State(want), what) {
             Err(SetupError::Failed(_)) if Instant::now() < deadline => {
-                thread::sleep(Duration::from_micros(50))
+                thread::sleep(Duration::from_micros(20))
             }
             done => return done,
         }
@@ -202,17 +245,28 @@ pub fn hold(case: &Case, port: u16) -> Result<Held, SetupError> {
             held.verified = expect_tcp(reach, None, Observed::State(TcpState::Listen), "listener")?;
             held.sockets.push(listener);
         }
+        (Proto::Tcp, State::ListeningWithBacklog) => {
+            let (listener, client) = listen_and_connect(case, port)?;
+            let reach = SocketAddr::new(case.first.endpoint.peer_ip(), port);
+            let remote = addr_of(&client, "the client")?;
+            held.sockets.push(listener);
+            held.connections.push(client);
+            held.verified = expect_tcp(reach, None, Observed::State(TcpState::Listen), "listener")?;
+            // The completed, unaccepted connection waits in the queue.
+            held.verified = held.verified.and(await_tcp(
+                reach,
+                remote,
+                TcpState::Established,
+                "queued connection",
+            )?);
+        }
         (Proto::Tcp, State::Established) => {
-            let (listener, server, client) = connect_pair(case, port)?;
-            let (local, remote) = (
-                addr_of(&server, "the accepted socket")?,
-                addr_of(&client, "the client")?,
-            );
-            drop(listener);
-            held.connections.extend([server, client]);
+            let c = connect_pair(case, port)?;
+            drop(c.listener);
+            held.connections.extend([c.server, c.client]);
             held.verified = expect_tcp(
-                local,
-                Some(remote),
+                c.local,
+                Some(c.remote),
                 Observed::State(TcpState::Established),
                 "accepted connection",
             )?;
@@ -220,23 +274,91 @@ pub fn hold(case: &Case, port: u16) -> Result<Held, SetupError> {
             let reach = SocketAddr::new(case.first.endpoint.peer_ip(), port);
             expect_tcp(reach, None, Observed::Absent, "closed listener")?;
         }
+        (Proto::Tcp, State::CloseWait) => {
+            let c = connect_pair(case, port)?;
+            drop(c.listener);
+            // The peer closes; the holder keeps its end open.
+            drop(c.client);
+            held.connections.push(c.server);
+            held.verified = await_tcp(
+                c.local,
+                c.remote,
+                TcpState::CloseWait,
+                "accepted connection",
+            )?;
+        }
+        (Proto::Tcp, State::FinWait2) => {
+            let c = connect_pair(case, port)?;
+            drop(c.listener);
+            // The holder closes; the peer acknowledges and stays silent.
+            // Its ACK of the FIN may be delayed (Linux enters "pingpong"
+            // mode on a FIN): nudge it out until the holder's end is in
+            // FIN_WAIT_2.
+            drop(c.server);
+            let client = &c.client;
+            held.verified = await_tcp_nudged(
+                c.local,
+                c.remote,
+                TcpState::FinWait2,
+                "closed connection",
+                &|| {
+                    let _ = platform::flush_ack(client);
+                },
+            )?;
+            held.connections.push(c.client);
+        }
         (Proto::Tcp, State::TimeWait) => {
-            let (listener, server, client) = connect_pair(case, port)?;
-            let (local, remote) = (
-                addr_of(&server, "the accepted socket")?,
-                addr_of(&client, "the client")?,
-            );
+            let c = connect_pair(case, port)?;
             // Server side closes first (active close), then the peer, then
             // the listener: the server's end of the connection, on the
             // first socket's port, enters TIME_WAIT.
-            drop(server);
+            drop(c.server);
+            drop(c.client);
+            drop(c.listener);
+            held.verified = await_tcp(
+                c.local,
+                c.remote,
+                TcpState::TimeWait,
+                "server side of the connection",
+            )?;
+        }
+        (Proto::Tcp, State::TimeWaitClient) => {
+            // A loopback listener on a port the kernel picks; the first
+            // socket is the client, bound to the case's port before connect.
+            let server_ip = case.first.endpoint.peer_ip();
+            let listener = Socket::new(
+                Domain::for_address(SocketAddr::new(server_ip, 0)),
+                Type::STREAM,
+                None,
+            )
+            .and_then(|l| {
+                l.bind(&SocketAddr::new(server_ip, 0).into())?;
+                l.listen(BACKLOG)?;
+                Ok(l)
+            })
+            .map_err(|e| failed("the loopback listener for the client", e))?;
+            let target = addr_of(&listener, "the loopback listener")?;
+            let client = bind_first(case, port)?;
+            let local_family = addr_of(&client, "the first socket")?;
+            let target = SocketAddr::new(in_family_of(&local_family, target.ip()), target.port());
+            client
+                .connect_timeout(&target.into(), WAIT)
+                .map_err(|e| failed("connect() of the first socket", e))?;
+            let server = accept_bounded(&listener)?;
+            let (local, remote) = (
+                addr_of(&client, "the first socket")?,
+                addr_of(&server, "the accepted socket")?,
+            );
+            // The client closes first: its end, on the case's port, enters
+            // TIME_WAIT once the server closes too.
             drop(client);
+            drop(server);
             drop(listener);
             held.verified = await_tcp(
                 local,
                 remote,
                 TcpState::TimeWait,
-                "server side of the connection",
+                "client side of the connection",
             )?;
         }
         // close() of a socket that never connected is synchronous: once it

@@ -6,6 +6,12 @@ use addrinuse::outcome::Skip;
 use addrinuse::run;
 use addrinuse::scenario::Case;
 
+/// Once per test binary: child holder processes run the `addrinuse`
+/// binary cargo built for these tests.
+pub fn init() {
+    addrinuse::holder::set_program(env!("CARGO_BIN_EXE_addrinuse"));
+}
+
 /// Whether the tests run in CI, where a missing capability is a failure.
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")

@@ -41,6 +41,11 @@ pub fn ephemeral_ports() -> Option<(u16, u16)> {
     Some((49152, 65535))
 }
 
+/// Never emulated: the answers are this kernel's own.
+pub fn emulation() -> Option<String> {
+    None
+}
+
 pub fn facts() -> Vec<(&'static str, String)> {
     vec![
         ("kernel", unix::kernel_release()),
@@ -50,4 +55,19 @@ pub fn facts() -> Vec<(&'static str, String)> {
 
 pub fn observe_tcp(_local: SocketAddr, _remote: Option<SocketAddr>) -> io::Result<Observed> {
     Ok(Observed::Unknown)
+}
+
+/// Every Unix lets root switch users (other-user holders).
+pub const NO_SWITCH_USER: Option<&str> = None;
+
+pub use unix::become_user;
+
+/// Abstract socket names are a Linux feature.
+pub fn abstract_unix_addr(_name: &str) -> Option<socket2::SockAddr> {
+    None
+}
+
+/// ACKs are not delayed in a way the harness has to hurry here.
+pub fn flush_ack(_socket: &Socket) -> io::Result<()> {
+    Ok(())
 }

@@ -39,6 +39,11 @@ pub fn ephemeral_ports() -> Option<(u16, u16)> {
     Some((it.next()??, it.next()??))
 }
 
+/// Never emulated: the answers are this kernel's own.
+pub fn emulation() -> Option<String> {
+    None
+}
+
 pub fn facts() -> Vec<(&'static str, String)> {
     let read = |path| sysctl(path).unwrap_or_else(|| "unreadable".into());
     vec![
@@ -258,4 +263,40 @@ pub fn observe_tcp(local: SocketAddr, remote: Option<SocketAddr>) -> io::Result<
         SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
     });
     query(local, remote)
+}
+
+/// Every Unix lets root switch users (other-user holders).
+pub const NO_SWITCH_USER: Option<&str> = None;
+
+pub use unix::become_user;
+
+/// A Linux abstract socket name (a leading NUL byte: no file is created).
+pub fn abstract_unix_addr(name: &str) -> Option<socket2::SockAddr> {
+    // SAFETY: the closure fills a zeroed sockaddr_un and reports its length.
+    let (_, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let sun = &mut *storage.cast::<libc::sockaddr_un>();
+            sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            let bytes = name.as_bytes();
+            let n = bytes.len().min(sun.sun_path.len() - 1);
+            for (dst, src) in sun.sun_path[1..=n].iter_mut().zip(bytes) {
+                *dst = *src as libc::c_char;
+            }
+            *len = (std::mem::size_of::<libc::sa_family_t>() + 1 + n) as libc::socklen_t;
+            Ok(())
+        })
+    }
+    .ok()?;
+    Some(addr)
+}
+
+/// Make a socket acknowledge what it received right away. Linux delays
+/// the ACK of a FIN (the connection enters "pingpong" mode), which would
+/// keep the peer in FIN_WAIT1 for milliseconds. TCP_QUICKACK sends it now,
+/// but only once the FIN is read off the receive queue (a non-blocking
+/// read that sees the end of the stream; nothing is sent back).
+pub fn flush_ack(socket: &Socket) -> io::Result<()> {
+    let mut byte = [std::mem::MaybeUninit::uninit(); 1];
+    let _ = socket.recv_with_flags(&mut byte, libc::MSG_DONTWAIT);
+    socket.set_tcp_quickack(true)
 }

@@ -33,7 +33,10 @@ mod os;
 #[path = "windows.rs"]
 mod os;
 
-pub use os::{ephemeral_ports, error_name, facts, observe_tcp, set_option, STATE_CHECK};
+pub use os::{
+    abstract_unix_addr, become_user, emulation, ephemeral_ports, error_name, facts, flush_ack,
+    observe_tcp, set_option, NO_SWITCH_USER, STATE_CHECK,
+};
 
 /// The platform's name for tables and snapshot folders: the same value as
 /// `std::env::consts::OS`, so `snapshots/<os>/` matches it.
@@ -118,4 +121,9 @@ const _: fn(i32) -> Option<&'static str> = error_name;
 const _: fn(SocketAddr, Option<SocketAddr>) -> io::Result<Observed> = observe_tcp;
 const _: fn() -> Vec<(&'static str, String)> = facts;
 const _: fn() -> Option<(u16, u16)> = ephemeral_ports;
+const _: fn() -> Option<String> = emulation;
 const _: &str = STATE_CHECK;
+const _: Option<&str> = NO_SWITCH_USER;
+const _: fn(&str) -> io::Result<()> = become_user;
+const _: fn(&str) -> Option<socket2::SockAddr> = abstract_unix_addr;
+const _: fn(&Socket) -> io::Result<()> = flush_ack;

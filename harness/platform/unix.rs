@@ -60,3 +60,29 @@ pub fn user_fact() -> String {
 pub fn set_reuseport(socket: &Socket) -> Result<(), OptionError> {
     refused(socket.set_reuse_port(true))
 }
+
+/// Switch this process to `user` for good (groups, gid, then uid), as an
+/// `other-user` holder does before it creates any socket.
+pub fn become_user(user: &str) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    let name = std::ffi::CString::new(user).map_err(|_| Error::from(ErrorKind::InvalidInput))?;
+    // SAFETY: getpwnam returns a pointer into static storage or NULL; the
+    // fields are read before any other call that could overwrite it.
+    let (uid, gid) = unsafe {
+        let pw = libc::getpwnam(name.as_ptr());
+        if pw.is_null() {
+            return Err(Error::new(ErrorKind::NotFound, format!("no user {user}")));
+        }
+        ((*pw).pw_uid, (*pw).pw_gid)
+    };
+    // SAFETY: plain syscalls on this process; each result is checked.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+        {
+            return Err(Error::last_os_error());
+        }
+    }
+    Ok(())
+}

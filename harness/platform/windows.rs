@@ -1,11 +1,18 @@
 //! Windows: Winsock error codes, SO_EXCLUSIVEADDRUSE, no SO_REUSEPORT.
+//! Also notices when the "Windows" is Wine, whose answers are its own
+//! emulation on top of the host kernel, not what Windows answers.
 
+use std::ffi::{c_char, CStr};
 use std::io;
 use std::net::SocketAddr;
 use std::os::windows::io::AsRawSocket;
+use std::sync::OnceLock;
 
 use socket2::Socket;
+use windows_sys::Wdk::System::SystemServices::RtlGetVersion;
 use windows_sys::Win32::Networking::WinSock as ws;
+use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+use windows_sys::Win32::System::SystemInformation::OSVERSIONINFOW;
 
 use super::{refused, set_reuseaddr, Observed, OptionError};
 use crate::scenario::SockOpt;
@@ -61,9 +68,28 @@ fn set_exclusive(socket: &Socket) -> io::Result<()> {
 }
 
 pub fn ephemeral_ports() -> Option<(u16, u16)> {
+    if wine().is_some() {
+        return Some(wine_host_ephemeral_ports());
+    }
     // The default dynamic range since Windows Vista
     // (`netsh int ipv4 show dynamicport tcp`).
     Some((49152, 65535))
+}
+
+/// Under Wine the host kernel picks the ports of connect() and bind(port
+/// 0), from its own range (Linux: 32768-60999), which overlaps the range
+/// the harness would take below Windows' 49152. Wine maps the host's root
+/// to drive Z:, so the Linux value is read there; without it, the union of
+/// the Linux and Windows defaults.
+fn wine_host_ephemeral_ports() -> (u16, u16) {
+    std::fs::read_to_string(r"Z:\proc\sys\net\ipv4\ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut it = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .filter(|(lo, hi)| lo <= hi)
+        .unwrap_or((32768, 65535))
 }
 
 pub fn privileged() -> bool {
@@ -71,9 +97,139 @@ pub fn privileged() -> bool {
 }
 
 pub fn facts() -> Vec<(&'static str, String)> {
-    vec![("kernel", "Windows".into())]
+    let mut facts = vec![("kernel", windows_version())];
+    if let Some(wine) = wine() {
+        facts.push((
+            "emulation",
+            format!(
+                "{}: results are Wine's emulation, not Windows'",
+                wine.version
+            ),
+        ));
+        if let Some(host) = &wine.host {
+            facts.push(("emulation host", host.clone()));
+        }
+    }
+    facts
+}
+
+/// `Windows 10.0.19045`: the version the kernel reports. RtlGetVersion,
+/// unlike GetVersionEx, is not capped at 6.2 for programs without a
+/// compatibility manifest. Under Wine it is the version the prefix
+/// pretends to be.
+fn windows_version() -> String {
+    let mut info = OSVERSIONINFOW {
+        dwOSVersionInfoSize: std::mem::size_of::<OSVERSIONINFOW>() as u32,
+        ..Default::default()
+    };
+    // SAFETY: a writable OSVERSIONINFOW with its size field set.
+    if unsafe { RtlGetVersion(&mut info) } != 0 {
+        return "Windows (version unknown)".into();
+    }
+    let mut text = format!(
+        "Windows {}.{}.{}",
+        info.dwMajorVersion, info.dwMinorVersion, info.dwBuildNumber
+    );
+    let len = info
+        .szCSDVersion
+        .iter()
+        .position(|&c| c == 0)
+        .unwrap_or(info.szCSDVersion.len());
+    let service_pack = String::from_utf16_lossy(&info.szCSDVersion[..len]);
+    if !service_pack.trim().is_empty() {
+        text = format!("{text} {}", service_pack.trim());
+    }
+    text
+}
+
+/// What Wine says about itself, when the process runs under Wine.
+struct Wine {
+    /// `Wine 8.0`.
+    version: String,
+    /// `Linux 6.1.0-18-amd64`: the kernel that really answers.
+    host: Option<String>,
+}
+
+/// Wine, if this process runs under it: Wine's ntdll exports
+/// `wine_get_version`, which no Windows ntdll has.
+fn wine() -> Option<&'static Wine> {
+    static WINE: OnceLock<Option<Wine>> = OnceLock::new();
+    WINE.get_or_init(detect_wine).as_ref()
+}
+
+fn detect_wine() -> Option<Wine> {
+    // SAFETY: ntdll.dll is mapped into every Windows process; both names
+    // are NUL-terminated.
+    let ntdll = unsafe { GetModuleHandleA(c"ntdll.dll".as_ptr().cast()) };
+    if ntdll.is_null() {
+        return None;
+    }
+    // SAFETY: as above; a missing export gives None.
+    let get_version = unsafe { GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()) }?;
+    // SAFETY: Wine declares `const char *CDECL wine_get_version(void)`;
+    // the string is static and NUL-terminated.
+    let version = unsafe {
+        let get_version: unsafe extern "C" fn() -> *const c_char = std::mem::transmute(get_version);
+        c_text(get_version())
+    }?;
+    // SAFETY: as above.
+    let host =
+        unsafe { GetProcAddress(ntdll, c"wine_get_host_version".as_ptr().cast()) }.and_then(|f| {
+            let mut sysname: *const c_char = std::ptr::null();
+            let mut release: *const c_char = std::ptr::null();
+            // SAFETY: Wine declares `void CDECL wine_get_host_version(const
+            // char **sysname, const char **release)` and fills both with
+            // static strings.
+            unsafe {
+                let f: unsafe extern "C" fn(*mut *const c_char, *mut *const c_char) =
+                    std::mem::transmute(f);
+                f(&mut sysname, &mut release);
+                Some(format!("{} {}", c_text(sysname)?, c_text(release)?))
+            }
+        });
+    Some(Wine {
+        version: format!("Wine {version}"),
+        host,
+    })
+}
+
+/// A C string's text, `None` for a null pointer.
+///
+/// # Safety
+/// `ptr` is null or points to a NUL-terminated string that outlives the call.
+unsafe fn c_text(ptr: *const c_char) -> Option<String> {
+    // SAFETY: the caller's promise.
+    (!ptr.is_null()).then(|| {
+        unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+/// `Some("Wine 8.0")` when the process runs under Wine: every answer then
+/// is Wine's emulation on top of the host kernel, not Windows'.
+pub fn emulation() -> Option<String> {
+    wine().map(|w| w.version.clone())
 }
 
 pub fn observe_tcp(_local: SocketAddr, _remote: Option<SocketAddr>) -> io::Result<Observed> {
     Ok(Observed::Unknown)
+}
+
+/// Holders running as another user are not implemented on Windows.
+pub const NO_SWITCH_USER: Option<&str> =
+    Some("other-user holders are not implemented on windows (they would need a second account and its logon token)");
+
+pub fn become_user(_user: &str) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Abstract socket names are a Linux feature.
+pub fn abstract_unix_addr(_name: &str) -> Option<socket2::SockAddr> {
+    None
+}
+
+/// ACKs are not delayed in a way the harness has to hurry here.
+pub fn flush_ack(_socket: &Socket) -> io::Result<()> {
+    Ok(())
 }
