@@ -287,17 +287,7 @@ pub fn report(records: &Records, markdown: bool) -> String {
                         .collect()
                 }))
                 .collect();
-            let widths: Vec<usize> = (0..rows[0].len())
-                .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-                .collect();
-            for row in rows {
-                let line: Vec<String> = row
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect();
-                writeln!(out, "  {}", line.join("  ").trim_end()).unwrap();
-            }
+            out.push_str(&crate::render::aligned(&rows, "  "));
         }
     }
     out

@@ -277,6 +277,32 @@ fn trailer(grid: &Grid) -> Vec<String> {
     lines
 }
 
+/// Rows of cells as aligned text, columns two spaces apart (no cell holds
+/// two spaces in a row, which is how `compare` reads them back), each line
+/// starting with `indent`.
+pub fn aligned(rows: &[Vec<String>], indent: &str) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        writeln!(out, "{indent}{}", cells.join("  ").trim_end()).unwrap();
+    }
+    out
+}
+
 /// One table as aligned text: the form stored in snapshots.
 pub fn text_table(key: &TableKey, records: &[&Record]) -> String {
     let g = grid(records);
@@ -291,32 +317,13 @@ pub fn text_table(key: &TableKey, records: &[&Record]) -> String {
             line
         })
         .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            std::iter::once(&header)
-                .chain(&body)
-                .map(|l| l[i].len())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let fmt_line = |line: &[String]| {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        cells.join("  ").trim_end().to_string()
-    };
     let mut out = String::new();
     writeln!(out, "{}", key.title()).unwrap();
     writeln!(out, "{}", legend(key)).unwrap();
     writeln!(out).unwrap();
     if !body.is_empty() {
-        writeln!(out, "{}", fmt_line(&header)).unwrap();
-    }
-    for line in &body {
-        writeln!(out, "{}", fmt_line(line)).unwrap();
+        let rows: Vec<Vec<String>> = std::iter::once(header).chain(body).collect();
+        out.push_str(&aligned(&rows, ""));
     }
     let trailer = trailer(&g);
     if !trailer.is_empty() {

@@ -287,32 +287,18 @@ pub fn table(stories: &[Story]) -> String {
     )
     .unwrap();
     writeln!(out).unwrap();
-    let rows: Vec<[String; 4]> = std::iter::once([
-        "variant".to_string(),
-        "options".to_string(),
-        "old connections".to_string(),
-        "new server".to_string(),
-    ])
-    .chain(stories.iter().map(|s| {
-        [
-            s.variant.name().to_string(),
-            s.options.to_string(),
-            s.old_connections.clone(),
-            s.new_server.cell(),
-        ]
-    }))
-    .collect();
-    let widths: Vec<usize> = (0..4)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+    let header = ["variant", "options", "old connections", "new server"].map(String::from);
+    let rows: Vec<Vec<String>> = std::iter::once(header.to_vec())
+        .chain(stories.iter().map(|s| {
+            vec![
+                s.variant.name().to_string(),
+                s.options.to_string(),
+                s.old_connections.clone(),
+                s.new_server.cell(),
+            ]
+        }))
         .collect();
-    for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        writeln!(out, "{}", cells.join("  ").trim_end()).unwrap();
-    }
+    out.push_str(&crate::render::aligned(&rows, ""));
     let notes: Vec<String> = stories
         .iter()
         .filter_map(|s| {

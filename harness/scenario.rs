@@ -9,11 +9,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use serde::Serialize;
-
 /// Transport protocol of both sockets of a case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
     Tcp,
     Udp,
@@ -29,28 +26,18 @@ impl Proto {
         }
     }
 
-    /// The states the first socket can be brought into for this protocol.
-    pub fn states(self) -> &'static [State] {
-        match self {
-            Proto::Tcp => &[
-                State::Bound,
-                State::Listening,
-                State::ListeningWithBacklog,
-                State::Established,
-                State::CloseWait,
-                State::FinWait2,
-                State::TimeWait,
-                State::TimeWaitClient,
-                State::Closed,
-            ],
-            Proto::Udp => &[State::Bound, State::Connected],
-        }
+    /// The states the first socket can be brought into for this protocol,
+    /// in table order.
+    pub fn states(self) -> impl Iterator<Item = State> {
+        State::ALL
+            .iter()
+            .copied()
+            .filter(move |s| s.exists_for(self))
     }
 }
 
 /// The state the first socket is in when the second socket binds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum State {
     /// `bind()` only.
     Bound,
@@ -62,9 +49,6 @@ pub enum State {
     /// closed while the accepted connection stays open: a server restart
     /// while clients are still connected.
     Established,
-    /// As `Established`, then the accepted connection closed first and the
-    /// peer after it, so the server side of the connection sits in TIME_WAIT.
-    TimeWait,
     /// As `Established`, then the peer closed and the holder did not: the
     /// accepted connection sits in CLOSE_WAIT (a server that never closes
     /// sockets its clients left).
@@ -72,6 +56,9 @@ pub enum State {
     /// As `Established`, then the holder closed and the peer stays silent:
     /// the holder's end sits in FIN_WAIT_2.
     FinWait2,
+    /// As `Established`, then the accepted connection closed first and the
+    /// peer after it, so the server side of the connection sits in TIME_WAIT.
+    TimeWait,
     /// TIME_WAIT on the active opener's side: the first socket is a client
     /// bound explicitly to the port, connected to a loopback listener, and
     /// it closed first.
@@ -97,6 +84,16 @@ impl State {
         State::Connected,
     ];
 
+    /// UDP has no listen and no connection states; TCP has no `connected`
+    /// in this matrix (a connected TCP socket is `established`).
+    pub fn exists_for(self, proto: Proto) -> bool {
+        match self {
+            State::Bound => true,
+            State::Connected => proto == Proto::Udp,
+            _ => proto == Proto::Tcp,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             State::Bound => "bound",
@@ -121,7 +118,7 @@ impl State {
     pub fn all() -> impl Iterator<Item = (Proto, State)> {
         Proto::ALL
             .iter()
-            .flat_map(|&p| p.states().iter().map(move |&s| (p, s)))
+            .flat_map(|&p| p.states().map(move |s| (p, s)))
     }
 }
 
@@ -436,7 +433,7 @@ impl Case {
 
     /// Why this case cannot be requested at all, if so (probe input).
     pub fn invalid_reason(&self) -> Option<String> {
-        if !self.proto.states().contains(&self.state) {
+        if !self.state.exists_for(self.proto) {
             return Some(format!(
                 "state {} does not exist for {}",
                 self.state.name(),
