@@ -95,7 +95,9 @@ fn state_name(state: TcpState) -> String {
 }
 
 /// The server-side states of the old connections, after they settled.
-fn old_states(port: u16, clients: &[SocketAddr]) -> String {
+/// Clients still open are nudged to acknowledge a FIN at once (see
+/// `platform::flush_ack`).
+fn old_states(port: u16, clients: &[SocketAddr], open: &[Socket]) -> String {
     let server = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let transitional = |s: &Observed| {
         matches!(
@@ -106,6 +108,9 @@ fn old_states(port: u16, clients: &[SocketAddr]) -> String {
     let deadline = Instant::now() + SETTLE;
     let mut seen: Vec<Observed>;
     loop {
+        for client in open {
+            let _ = platform::flush_ack(client);
+        }
         seen = clients
             .iter()
             .map(|c| platform::observe_tcp(server, Some(*c)).unwrap_or(Observed::Unknown))
@@ -224,7 +229,10 @@ fn run_checked(
             say("old server exited".into());
         }
     }
-    let old_connections = old_states(port, &client_addrs);
+    let old_connections = {
+        let _quiet = spawn::sockets();
+        old_states(port, &client_addrs, &clients)
+    };
     say(format!("old connections, server side: {old_connections}"));
 
     let (new, started) = ServerProcess::start(&place, options, true)?;
@@ -234,10 +242,13 @@ fn run_checked(
         "new server ({options}): bind/listen {}",
         outcome.cell()
     ));
-    let _quiet = spawn::sockets();
-    for client in clients {
-        // Leave nothing behind: abort the old clients (RST, no TIME_WAIT).
-        let _ = client.set_linger(Some(Duration::ZERO));
+    if !clients.is_empty() {
+        // As real clients would once they notice: close. The old server's
+        // ends then move on to TIME_WAIT, which `--wait` shows.
+        let quiet = spawn::sockets();
+        clients.clear();
+        drop(quiet);
+        say("clients noticed the end of the stream and closed".into());
     }
     Ok((old_connections, outcome))
 }
