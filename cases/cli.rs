@@ -12,6 +12,11 @@ fn addrinuse(args: &[&str]) -> Output {
         .expect("the addrinuse binary runs")
 }
 
+/// `"--proto udp --state bound"` as separate arguments.
+fn words(text: &str) -> Vec<&str> {
+    text.split_whitespace().collect()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -88,18 +93,9 @@ fn bad_input_is_one_line_and_exit_code_2() {
 
 #[test]
 fn jsonl_has_one_object_per_case_with_the_documented_fields() {
-    let out = addrinuse(&[
-        "--format",
-        "jsonl",
-        "--proto",
-        "udp",
-        "--state",
-        "bound",
-        "--group",
-        "v4",
-        "--holder",
-        "other-process",
-    ]);
+    let out = addrinuse(&words(
+        "--format jsonl --proto udp --state bound --group v4 --holder other-process",
+    ));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let lines: Vec<Value> = stdout(&out)
         .lines()
@@ -417,18 +413,9 @@ fn other_user_cases_are_skipped_without_root() {
             "--clear-groups",
             env!("CARGO_BIN_EXE_addrinuse"),
         ])
-        .args([
-            "--format",
-            "jsonl",
-            "--holder",
-            "other-user",
-            "--proto",
-            "udp",
-            "--state",
-            "bound",
-            "--group",
-            "v4",
-        ])
+        .args(words(
+            "--format jsonl --holder other-user --proto udp --state bound --group v4",
+        ))
         .current_dir(std::env::temp_dir())
         .output()
         .unwrap();
