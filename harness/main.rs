@@ -34,6 +34,9 @@ macro_rules! outln {
 }
 
 const AFTER_HELP: &str = "\
+Without filters, the matrix tables are followed by the restart story and the
+Unix-domain socket table; a summary line with counts and timing goes to stderr.
+
 Cells: ok, an error name (EADDRINUSE, ...), bind/listen for TCP (ok/EADDRINUSE: the bind worked,
 listen() failed), skipped[n] or setup-failed[n] with the reason in note n, unsupported (the option
 does not exist on this OS), a trailing ? when the first socket's state could not be verified.
