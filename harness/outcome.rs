@@ -83,17 +83,6 @@ pub enum Verified {
     NotVerified,
 }
 
-impl Verified {
-    /// Verified only if both checks were.
-    pub fn and(self, other: Verified) -> Verified {
-        if self == Verified::Yes && other == Verified::Yes {
-            Verified::Yes
-        } else {
-            Verified::NotVerified
-        }
-    }
-}
-
 /// The answer for one case.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {

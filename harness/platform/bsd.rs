@@ -60,7 +60,7 @@ pub fn observe_tcp(_local: SocketAddr, _remote: Option<SocketAddr>) -> io::Resul
 /// Every Unix lets root switch users (other-user holders).
 pub const NO_SWITCH_USER: Option<&str> = None;
 
-pub use unix::become_user;
+pub use unix::{become_user, is_listening};
 
 /// Abstract socket names are a Linux feature.
 pub fn abstract_unix_addr(_name: &str) -> Option<socket2::SockAddr> {

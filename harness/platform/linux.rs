@@ -268,7 +268,7 @@ pub fn observe_tcp(local: SocketAddr, remote: Option<SocketAddr>) -> io::Result<
 /// Every Unix lets root switch users (other-user holders).
 pub const NO_SWITCH_USER: Option<&str> = None;
 
-pub use unix::become_user;
+pub use unix::{become_user, is_listening};
 
 /// A Linux abstract socket name (a leading NUL byte: no file is created).
 pub fn abstract_unix_addr(name: &str) -> Option<socket2::SockAddr> {

@@ -35,7 +35,7 @@ mod os;
 
 pub use os::{
     abstract_unix_addr, become_user, emulation, ephemeral_ports, error_name, facts, flush_ack,
-    observe_tcp, set_option, NO_SWITCH_USER, STATE_CHECK,
+    is_listening, observe_tcp, set_option, NO_SWITCH_USER, STATE_CHECK,
 };
 
 /// The platform's name for tables and snapshot folders: the same value as
@@ -127,3 +127,4 @@ const _: Option<&str> = NO_SWITCH_USER;
 const _: fn(&str) -> io::Result<()> = become_user;
 const _: fn(&str) -> Option<socket2::SockAddr> = abstract_unix_addr;
 const _: fn(&Socket) -> io::Result<()> = flush_ack;
+const _: fn(&Socket) -> io::Result<bool> = is_listening;

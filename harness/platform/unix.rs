@@ -86,3 +86,25 @@ pub fn become_user(user: &str) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Whether the kernel has the socket in the LISTEN state (SO_ACCEPTCONN).
+pub fn is_listening(socket: &Socket) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid descriptor and an int-sized option buffer.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value != 0)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

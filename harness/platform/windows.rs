@@ -257,3 +257,24 @@ pub fn abstract_unix_addr(_name: &str) -> Option<socket2::SockAddr> {
 pub fn flush_ack(_socket: &Socket) -> io::Result<()> {
     Ok(())
 }
+
+/// Whether the socket is in the LISTEN state (SO_ACCEPTCONN).
+pub fn is_listening(socket: &Socket) -> io::Result<bool> {
+    let mut value: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as i32;
+    // SAFETY: a valid socket handle and an int-sized option buffer.
+    let rc = unsafe {
+        ws::getsockopt(
+            socket.as_raw_socket() as ws::SOCKET,
+            ws::SOL_SOCKET,
+            ws::SO_ACCEPTCONN,
+            (&mut value as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value != 0)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
