@@ -21,6 +21,7 @@ fn snapshot_dir() -> PathBuf {
 
 #[rstest]
 #[case::tcp_bound(Proto::Tcp, State::Bound)]
+#[case::tcp_bound_then_listen(Proto::Tcp, State::BoundThenListen)]
 #[case::tcp_listening(Proto::Tcp, State::Listening)]
 #[case::tcp_listening_with_backlog(Proto::Tcp, State::ListeningWithBacklog)]
 #[case::tcp_established(Proto::Tcp, State::Established)]
@@ -153,7 +154,7 @@ fn tests_cover_every_table() {
     assert_eq!(from_matrix, from_keys);
     assert_eq!(
         from_keys.len(),
-        11 * 3 * 6,
+        12 * 3 * 6,
         "update the #[case]/#[values] lists of `table`"
     );
 }

@@ -72,6 +72,16 @@ fn raw_case(proto: Proto, state: State) -> std::io::Result<()> {
             drop((first, server, l));
             addr
         }
+        State::BoundThenListen => {
+            let first = new()?;
+            first.bind(&any.into())?;
+            let addr = first.local_addr()?;
+            let second = new()?;
+            let _ = second.bind(&addr);
+            first.listen(128)?;
+            let _ = second.listen(128);
+            return Ok(());
+        }
         State::Bound | State::Closed | State::Connected => {
             let first = new()?;
             first.bind(&any.into())?;

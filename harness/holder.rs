@@ -168,7 +168,24 @@ fn converse(cases: &[(Case, u16)], outcomes: &mut [Option<Outcome>]) -> Result<(
     for (i, (case, port)) in cases.iter().enumerate() {
         if outcomes[i].is_none() {
             let _quiet = spawn::sockets();
-            outcomes[i] = Some(crate::run::second_bind(case, *port, verified[i]));
+            let mut first_listens = || {
+                // bound-then-listen: the child makes the first socket listen
+                // between this process's bind and listen.
+                stdin
+                    .write_all(format!("LISTEN {i}\n").as_bytes())
+                    .map_err(|e| format!("writing to the holder process: {e}"))?;
+                match next_line(&lines, deadline)?.split_once(' ') {
+                    Some(("LISTENED", "ok")) => Ok(()),
+                    Some(("LISTENED", why)) => Err(why.to_string()),
+                    _ => Err("the holder process did not answer LISTEN".into()),
+                }
+            };
+            outcomes[i] = Some(crate::run::second_bind(
+                case,
+                *port,
+                verified[i],
+                &mut first_listens,
+            ));
         }
     }
     let _ = stdin.write_all(b"RELEASE\n");
@@ -236,7 +253,8 @@ pub fn serve(as_user: Option<&str>) -> io::Result<()> {
     }
     writeln!(out, "{HELLO}")?;
     out.flush()?;
-    let mut held = Vec::new();
+    // Index in the request -> the held first socket.
+    let mut held = std::collections::BTreeMap::new();
     let mut replies = String::new();
     let stdin = io::stdin();
     let mut lines = stdin.lock().lines();
@@ -261,7 +279,7 @@ pub fn serve(as_user: Option<&str>) -> io::Result<()> {
                     } else {
                         "unverified"
                     };
-                    held.push(h);
+                    held.insert(index.to_string(), h);
                     format!("HELD {index} {v}")
                 }
                 Err(SetupError::Unsupported(opt)) => format!("UNSUPPORTED {index} {}", opt.short()),
@@ -289,8 +307,19 @@ pub fn serve(as_user: Option<&str>) -> io::Result<()> {
     // Hold everything until the parent says so (or its end of the pipe
     // closes, which also ends this loop).
     for line in lines {
-        if line? == "RELEASE" {
+        let line = line?;
+        if line == "RELEASE" {
             break;
+        }
+        if let Some(index) = line.strip_prefix("LISTEN ") {
+            let answer = match held.get(index) {
+                Some(h) => h
+                    .first_listens()
+                    .map_or_else(|why| why.replace('\n', " "), |()| "ok".into()),
+                None => format!("no first socket {index} is held"),
+            };
+            writeln!(out, "LISTENED {answer}")?;
+            out.flush()?;
         }
     }
     drop(held);

@@ -134,8 +134,8 @@ struct RunArgs {
     /// Only this protocol (repeatable).
     #[arg(long, value_enum)]
     proto: Vec<ProtoArg>,
-    /// Only this state of the first socket (repeatable): bound, listening,
-    /// listening-with-backlog, established, close-wait, fin-wait-2,
+    /// Only this state of the first socket (repeatable): bound,
+    /// bound-then-listen, listening, listening-with-backlog, established, close-wait, fin-wait-2,
     /// time-wait, time-wait-client, closed (TCP); bound, connected (UDP).
     #[arg(long, value_parser = parse_state)]
     state: Vec<State>,

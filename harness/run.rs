@@ -9,7 +9,7 @@ use crate::host;
 use crate::outcome::{OsError, Outcome, Skip, Verified, Which};
 use crate::platform;
 use crate::ports;
-use crate::scenario::{Case, Holder, Proto};
+use crate::scenario::{Case, Holder, Proto, State};
 use crate::setup::{self, SetupError, BACKLOG};
 use crate::spawn;
 
@@ -40,13 +40,25 @@ pub fn precheck(case: &Case) -> Option<Skip> {
 }
 
 /// The second socket: options, bind, and for TCP `listen()`.
-pub(crate) fn second_bind(case: &Case, port: u16, verified: Verified) -> Outcome {
+/// `first_listens` runs between the second socket's bind and its listen:
+/// the `bound-then-listen` state makes the first socket listen there.
+pub(crate) fn second_bind(
+    case: &Case,
+    port: u16,
+    verified: Verified,
+    first_listens: &mut dyn FnMut() -> Result<(), String>,
+) -> Outcome {
     let socket = match setup::open(case.proto, &case.second, Which::Second) {
         Ok(s) => s,
         Err(e) => return setup_outcome(e),
     };
     let addr = SocketAddr::new(case.second.endpoint.ip, port);
     let bind = socket.bind(&addr.into()).map_err(|e| OsError::of(&e));
+    if bind.is_ok() && case.state == State::BoundThenListen {
+        if let Err(why) = first_listens() {
+            return Outcome::SetupFailed(why);
+        }
+    }
     let listen = match (case.proto, &bind) {
         (Proto::Tcp, Ok(())) => Some(socket.listen(BACKLOG).map_err(|e| OsError::of(&e))),
         _ => None,
@@ -96,7 +108,8 @@ pub fn run_case(case: &Case) -> Record {
             let _quiet = spawn::sockets();
             match setup::hold(case, port) {
                 Ok(held) => {
-                    let outcome = second_bind(case, port, held.verified);
+                    let outcome =
+                        second_bind(case, port, held.verified, &mut || held.first_listens());
                     drop(held);
                     outcome
                 }
@@ -121,7 +134,7 @@ pub fn second_bind_alone(case: &Case) -> Outcome {
     match ports::pool().take(case.proto) {
         Ok(lease) => {
             let _quiet = spawn::sockets();
-            second_bind(case, lease.port(), Verified::Yes)
+            second_bind(case, lease.port(), Verified::Yes, &mut || Ok(()))
         }
         Err(why) => Outcome::SetupFailed(why),
     }

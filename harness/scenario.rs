@@ -41,6 +41,10 @@ impl Proto {
 pub enum State {
     /// `bind()` only.
     Bound,
+    /// Bound; once the second socket has bound too, the first listens, and
+    /// only then the second: the order in which Linux lets two SO_REUSEADDR
+    /// sockets bind and fails the second listen.
+    BoundThenListen,
     /// `bind()` + `listen()`.
     Listening,
     /// Listening, with a connection completed but not yet accepted.
@@ -73,6 +77,7 @@ impl State {
     /// Every state, in table order.
     pub const ALL: &'static [State] = &[
         State::Bound,
+        State::BoundThenListen,
         State::Listening,
         State::ListeningWithBacklog,
         State::Established,
@@ -97,6 +102,7 @@ impl State {
     pub fn name(self) -> &'static str {
         match self {
             State::Bound => "bound",
+            State::BoundThenListen => "bound-then-listen",
             State::Listening => "listening",
             State::ListeningWithBacklog => "listening-with-backlog",
             State::Established => "established",

@@ -54,6 +54,20 @@ impl Drop for Held {
     }
 }
 
+impl Held {
+    /// `bound-then-listen`: the first socket listens now (after the second
+    /// socket bound), verified by SO_ACCEPTCONN.
+    pub fn first_listens(&self) -> Result<(), String> {
+        let first = self.sockets.first().ok_or("no first socket is held")?;
+        let describe = |e: SetupError| match e {
+            SetupError::Failed(why) => why,
+            other => format!("{other:?}"),
+        };
+        listen(first).map_err(describe)?;
+        expect_listening(first).map_err(describe)
+    }
+}
+
 /// A socket for `spec` with IPV6_V6ONLY and the options set, not bound.
 pub fn open(proto: Proto, spec: &SocketSpec, which: Which) -> Result<Socket, SetupError> {
     let domain = Domain::for_address(SocketAddr::new(spec.endpoint.ip, 0));
@@ -249,7 +263,9 @@ pub fn hold(case: &Case, port: u16) -> Result<Held, SetupError> {
         verified: Verified::Yes,
     };
     match (case.proto, case.state) {
-        (_, State::Bound) => held.sockets.push(bind_first(case, port)?),
+        (_, State::Bound) | (Proto::Tcp, State::BoundThenListen) => {
+            held.sockets.push(bind_first(case, port)?)
+        }
         (Proto::Tcp, State::Listening) => {
             let listener = bind_first(case, port)?;
             listen(&listener)?;
