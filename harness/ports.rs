@@ -48,18 +48,31 @@ const WAIT_FOR_PORTS: Duration = Duration::from_secs(120);
 pub struct Lease {
     port: u16,
     index: usize,
+    /// Keep the port out of use this long after the lease ends.
+    quarantine: Duration,
 }
 
 impl Lease {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// The case left a TIME_WAIT behind on this port: keep the port out of
+    /// use until it is surely gone, without relying on the free-port check
+    /// (which cannot see every TIME_WAIT everywhere: under Wine every host
+    /// socket has SO_REUSEADDR and binds straight over it).
+    pub fn left_time_wait(&mut self) {
+        self.quarantine = platform::TIME_WAIT;
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         let pool = pool();
-        pool.busy_until[self.index].store(pool.now_ms(), Ordering::Relaxed);
+        let until = pool
+            .now_ms()
+            .saturating_add(self.quarantine.as_millis() as u32);
+        pool.busy_until[self.index].store(until.min(LEASED - 1), Ordering::Relaxed);
     }
 }
 
@@ -192,6 +205,7 @@ impl PortPool {
                 let lease = Lease {
                     port: self.port_at(index),
                     index,
+                    quarantine: Duration::ZERO,
                 };
                 if is_free(proto, lease.port) {
                     return Ok(lease);

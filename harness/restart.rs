@@ -171,7 +171,9 @@ fn run_checked(
 ) -> Result<(String, Outcome), String> {
     let start = Instant::now();
     let mut say = |text: String| log(start.elapsed(), text);
-    let lease = ports::pool().take(Proto::Tcp)?;
+    let mut lease = ports::pool().take(Proto::Tcp)?;
+    // Most variants leave the old connections in TIME_WAIT.
+    lease.left_time_wait();
     let port = lease.port();
     let place = Place::Tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
     let (old, started) = ServerProcess::start(&place, options, false)?;

@@ -92,7 +92,7 @@ pub fn run_case(case: &Case) -> Record {
             port: None,
         };
     }
-    let lease = match ports::pool().take(case.proto) {
+    let mut lease = match ports::pool().take(case.proto) {
         Ok(lease) => lease,
         Err(why) => {
             return Record {
@@ -103,6 +103,9 @@ pub fn run_case(case: &Case) -> Record {
         }
     };
     let port = lease.port();
+    if case.state.lingers() {
+        lease.left_time_wait();
+    }
     let outcome = match case.holder {
         Holder::SameProcess => {
             let _quiet = spawn::sockets();
@@ -174,8 +177,11 @@ fn run_unit(cases: &[Case]) -> Vec<Record> {
             continue;
         }
         match ports::pool().take(case.proto) {
-            Ok(lease) => {
+            Ok(mut lease) => {
                 let port = lease.port();
+                if case.state.lingers() {
+                    lease.left_time_wait();
+                }
                 leases.push(lease);
                 records[i].port = Some(port);
                 batch.push((i, (*case, port)));

@@ -71,3 +71,6 @@ pub fn abstract_unix_addr(_name: &str) -> Option<socket2::SockAddr> {
 pub fn flush_ack(_socket: &Socket) -> io::Result<()> {
     Ok(())
 }
+
+/// How long a TIME_WAIT lasts here at most (2 x MSL: 30 s on macOS, 60 s on FreeBSD.)
+pub const TIME_WAIT: std::time::Duration = std::time::Duration::from_secs(61);

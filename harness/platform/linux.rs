@@ -300,3 +300,6 @@ pub fn flush_ack(socket: &Socket) -> io::Result<()> {
     let _ = socket.recv_with_flags(&mut byte, libc::MSG_DONTWAIT);
     socket.set_tcp_quickack(true)
 }
+
+/// How long a TIME_WAIT lasts here at most (TCP_TIMEWAIT_LEN is 60 s.)
+pub const TIME_WAIT: std::time::Duration = std::time::Duration::from_secs(61);

@@ -278,3 +278,6 @@ pub fn is_listening(socket: &Socket) -> io::Result<bool> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// How long a TIME_WAIT lasts here at most (TcpTimedWaitDelay: 240 s by default (120 s on newer releases).)
+pub const TIME_WAIT: std::time::Duration = std::time::Duration::from_secs(241);
