@@ -1,5 +1,10 @@
-//! The whole matrix on this OS, compared with `snapshots/<os>/`: one
-//! snapshot per (protocol, state, address group).
+//! The whole matrix on this OS, compared with `snapshots/<os>/`: one test
+//! per recorded table, generated from the library's own list, so a new
+//! state or group needs no edit here.
+//!
+//! A table this machine cannot run (no IPv6, no 127.0.0.2, not root) is
+//! reported as ignored with its reason, and counted in the summary; with
+//! CI set it fails instead.
 
 mod common;
 
@@ -7,10 +12,11 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use addrinuse::platform::OS;
-use addrinuse::render::{self, TableKey};
-use addrinuse::scenario::{matrix, Holder, Proto, State};
-use addrinuse::{restart, run, unix_sockets};
-use rstest::rstest;
+use addrinuse::report::{matrix, Recorded};
+use addrinuse::run;
+use addrinuse::scenario::{self, Selection};
+use addrinuse::stories::{restart, unix_sockets};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 fn snapshot_dir() -> PathBuf {
     // Absolute, so that INSTA_PENDING_DIR can mirror it (no `..`).
@@ -19,57 +25,18 @@ fn snapshot_dir() -> PathBuf {
         .join(OS)
 }
 
-#[rstest]
-#[case::tcp_bound(Proto::Tcp, State::Bound)]
-#[case::tcp_bound_then_listen(Proto::Tcp, State::BoundThenListen)]
-#[case::tcp_listening(Proto::Tcp, State::Listening)]
-#[case::tcp_listening_with_backlog(Proto::Tcp, State::ListeningWithBacklog)]
-#[case::tcp_established(Proto::Tcp, State::Established)]
-#[case::tcp_close_wait(Proto::Tcp, State::CloseWait)]
-#[case::tcp_fin_wait_2(Proto::Tcp, State::FinWait2)]
-#[case::tcp_time_wait(Proto::Tcp, State::TimeWait)]
-#[case::tcp_time_wait_client(Proto::Tcp, State::TimeWaitClient)]
-#[case::tcp_closed(Proto::Tcp, State::Closed)]
-#[case::udp_bound(Proto::Udp, State::Bound)]
-#[case::udp_connected(Proto::Udp, State::Connected)]
-fn table(
-    #[case] proto: Proto,
-    #[case] state: State,
-    #[values(Holder::SameProcess, Holder::OtherProcess, Holder::OtherUser)] holder: Holder,
-    #[values("v4", "v6", "mapped", "v4-v6", "v4-mapped", "v6-mapped")] group: &'static str,
-) {
-    common::init();
-    let key = TableKey {
-        proto,
-        state,
-        holder,
-        group,
-    };
-    let cases: Vec<_> = matrix()
-        .into_iter()
-        .filter(|c| {
-            c.proto == proto && c.state == state && c.holder == holder && c.group() == group
-        })
-        .collect();
-    assert!(!cases.is_empty(), "{} has no cases", key.name());
-    if !common::capable(&key.name(), &cases) {
-        return;
-    }
-    let records = run::run_all(&cases, run::default_threads(), &|_| {});
-    let rows: Vec<_> = records.iter().collect();
-    let table = render::text_table(&key, &rows);
-
-    assert_recorded(&key.name(), &table);
-}
-
 /// Compare `table` with `snapshots/<os>/<name>.snap`.
 fn assert_recorded(name: &str, table: &str) {
-    let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(snapshot_dir());
-    settings.set_prepend_module_to_snapshot(false);
-    settings.set_omit_expression(true);
-    settings.set_description(format!("{name} as recorded on {OS}"));
-    let assert = || settings.bind(|| insta::assert_snapshot!(name.to_string(), table));
+    let assert = || {
+        insta::with_settings!({
+            snapshot_path => snapshot_dir(),
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+            description => format!("{name} as recorded on {OS}"),
+        }, {
+            insta::assert_snapshot!(name.to_string(), table);
+        })
+    };
     if snapshot_dir().is_dir() {
         assert();
     } else {
@@ -79,82 +46,94 @@ fn assert_recorded(name: &str, table: &str) {
     }
 }
 
-/// The restart story with real server processes, one table per OS.
-#[test]
-fn restart_story() {
-    common::init();
-    let table = restart::table(&restart::all_stories());
-    assert_recorded("restart", &table);
+/// Run one recorded table and compare it with its snapshot.
+fn check(recorded: Recorded) -> Result<Completion, Failed> {
+    let table = match recorded {
+        Recorded::Matrix(key) => {
+            let cases = Selection::table(&key).cases();
+            if cases.is_empty() {
+                return Err(format!("{} has no cases", key.name()).into());
+            }
+            if let Some(why) = common::lacks(&cases) {
+                if common::in_ci() {
+                    return Err(format!("this CI machine lacks a capability: {why}").into());
+                }
+                return Ok(Completion::ignored_with(why));
+            }
+            let records = run::run_all(&cases, run::default_threads(), &|_| {});
+            let rows: Vec<_> = records.iter().collect();
+            matrix::table(&key, &rows)
+        }
+        Recorded::Restart => restart::table(&restart::all_stories()),
+        Recorded::UnixSockets => unix_sockets::table(&unix_sockets::run_all()),
+    };
+    assert_recorded(&recorded.name(), &table.to_text());
+    Ok(Completion::Completed)
 }
-
-/// Unix-domain socket paths and names, one table per OS.
-#[test]
-fn unix_socket_paths() {
-    common::init();
-    let table = unix_sockets::table(&unix_sockets::run_all());
-    assert_recorded("unix-sockets", &table);
-}
-
-/// Tables outside the bind matrix.
-const STORIES: &[&str] = &["restart", "unix-sockets"];
 
 /// One clear failure for a platform nobody has recorded yet, instead of
 /// one opaque assertion per table.
-#[test]
-fn platform_is_recorded() {
-    assert!(
-        snapshot_dir().is_dir(),
+fn platform_is_recorded() -> Result<(), Failed> {
+    if snapshot_dir().is_dir() {
+        return Ok(());
+    }
+    Err(format!(
         "no snapshots are recorded for {OS} yet (snapshots/{OS}/ is missing).\n\
          Record them: run `cargo insta test --accept` on a real {OS} machine (or download the \
          pending snapshots that CI uploads for this runner), review every table with \
          `cargo insta review`, then commit snapshots/{OS}/. See README, 'Recording a platform'."
-    );
+    )
+    .into())
 }
 
-/// Every snapshot in this OS's folder belongs to a table of the matrix: a
-/// file no test compares against is stale.
-#[test]
-fn no_stale_snapshots() {
+/// Every snapshot in this OS's folder belongs to a recorded table: a file
+/// no test compares against is stale.
+fn no_stale_snapshots() -> Result<(), Failed> {
     let Ok(dir) = std::fs::read_dir(snapshot_dir()) else {
-        return; // platform_is_recorded reports the missing folder
+        return Ok(()); // platform_is_recorded reports the missing folder
     };
-    let expected: BTreeSet<String> = TableKey::all()
+    let expected: BTreeSet<String> = Recorded::all()
         .iter()
-        .map(|k| k.name())
-        .chain(STORIES.iter().map(|s| s.to_string()))
-        .map(|name| format!("{name}.snap"))
+        .map(|r| format!("{}.snap", r.name()))
         .collect();
     let stale: Vec<String> = dir
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".snap") && !expected.contains(name))
         .collect();
-    assert!(
-        stale.is_empty(),
-        "snapshots/{OS}/ holds snapshots no test references (delete them): {stale:?}"
-    );
+    if stale.is_empty() {
+        return Ok(());
+    }
+    Err(
+        format!("snapshots/{OS}/ holds snapshots no test references (delete them): {stale:?}")
+            .into(),
+    )
 }
 
-/// The tests above cover every table the matrix has.
-#[test]
-fn tests_cover_every_table() {
-    let from_matrix: BTreeSet<String> = matrix()
+/// Every case of the matrix lands in a recorded table.
+fn every_case_has_a_table() -> Result<(), Failed> {
+    let tables: BTreeSet<String> = Recorded::all().iter().map(Recorded::name).collect();
+    match scenario::matrix()
         .iter()
-        .map(|c| {
-            TableKey {
-                proto: c.proto,
-                state: c.state,
-                holder: c.holder,
-                group: c.group(),
-            }
-            .name()
+        .find(|c| !tables.contains(&c.table().name()))
+    {
+        Some(case) => Err(format!("no recorded table holds {case:?}").into()),
+        None => Ok(()),
+    }
+}
+
+fn main() {
+    common::init();
+    let args = Arguments::from_args();
+    let mut trials = vec![
+        Trial::test("platform_is_recorded", platform_is_recorded),
+        Trial::test("no_stale_snapshots", no_stale_snapshots),
+        Trial::test("every_case_has_a_table", every_case_has_a_table),
+    ];
+    trials.extend(Recorded::all().into_iter().map(|recorded| {
+        Trial::ignorable_test(format!("table::{}", recorded.name()), move || {
+            check(recorded)
         })
-        .collect();
-    let from_keys: BTreeSet<String> = TableKey::all().iter().map(|k| k.name()).collect();
-    assert_eq!(from_matrix, from_keys);
-    assert_eq!(
-        from_keys.len(),
-        12 * 3 * 6,
-        "update the #[case]/#[values] lists of `table`"
-    );
+    }));
+    libtest_mimic::run(&args, trials).exit();
 }

@@ -1,5 +1,4 @@
-//! What this machine can do (capabilities the matrix needs) and the facts
-//! that change its answers (the header of every report).
+//! What this machine can do: the capabilities the matrix needs.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
@@ -8,8 +7,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::outcome::Skip;
 use crate::platform;
-use crate::ports;
-use crate::scenario::{Endpoint, Family, Holder, SockOpt};
+use crate::scenario::{Endpoint, Family, Holder};
 
 /// The machine's capabilities, detected once per process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,16 +60,14 @@ impl Capabilities {
     }
 }
 
-/// Why `other-user` holders cannot run here, if so.
-pub const NO_OTHER_USER: &str =
-    "other-user needs root: the holder process switches to the unprivileged user nobody";
-
 impl Capabilities {
     /// Why cases of this holder cannot run on this machine, if so.
     pub fn lacks_holder(&self, holder: Holder) -> Option<Skip> {
         match (holder, platform::NO_SWITCH_USER) {
             (Holder::OtherUser, Some(why)) => Some(Skip::NotOnPlatform(why)),
-            (Holder::OtherUser, None) if !self.privileged => Some(Skip::Unavailable(NO_OTHER_USER)),
+            (Holder::OtherUser, None) if !self.privileged => {
+                Some(Skip::Unavailable(crate::run::NO_OTHER_USER))
+            }
             _ => None,
         }
     }
@@ -80,7 +76,7 @@ impl Capabilities {
 /// Whether a fresh IPv6 socket starts with IPV6_V6ONLY on (Windows,
 /// FreeBSD) or off (Linux unless net.ipv6.bindv6only=1, macOS); `None` if
 /// it cannot be read.
-fn v6only_default() -> Option<bool> {
+pub fn v6only_default() -> Option<bool> {
     static DEFAULT: OnceLock<Option<bool>> = OnceLock::new();
     *DEFAULT.get_or_init(|| {
         Socket::new(Domain::IPV6, Type::STREAM, None)
@@ -93,47 +89,4 @@ fn v6only_default() -> Option<bool> {
 /// doubt, yes).
 pub fn v6only_by_default() -> bool {
     v6only_default() != Some(false)
-}
-
-fn yes_no(b: bool) -> String {
-    if b { "yes" } else { "no" }.into()
-}
-
-/// The header: every fact that changes the answers, in display order.
-pub fn facts() -> Vec<(&'static str, String)> {
-    let caps = capabilities();
-    let mut facts = vec![(
-        "os",
-        format!("{} ({})", platform::OS, std::env::consts::ARCH),
-    )];
-    facts.extend(platform::facts());
-    let unsupported: Vec<_> = SockOpt::ALL
-        .iter()
-        .filter(|o| !platform::supports(**o))
-        .map(|o| o.name())
-        .collect();
-    facts.extend([
-        (
-            "IPV6_V6ONLY default",
-            match v6only_default() {
-                Some(true) => "on".into(),
-                Some(false) => "off".into(),
-                None => "unknown".into(),
-            },
-        ),
-        ("127.0.0.2 usable", yes_no(caps.loopback2)),
-        ("::1 usable", yes_no(caps.ipv6)),
-        ("privileged", yes_no(caps.privileged)),
-        (
-            "options not on this platform",
-            if unsupported.is_empty() {
-                "none".into()
-            } else {
-                unsupported.join(", ")
-            },
-        ),
-        ("state verification", platform::STATE_CHECK.into()),
-        ("ports used by the harness", ports::pool().describe()),
-    ]);
-    facts
 }

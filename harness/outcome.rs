@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 
 use crate::platform;
-use crate::scenario::SockOpt;
+use crate::scenario::{Case, SockOpt};
 
 /// A failed syscall: its stable name (`EADDRINUSE`) and the raw OS code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,18 +37,18 @@ impl fmt::Display for OsError {
     }
 }
 
-/// Which socket of a case something happened to.
+/// Side socket of a case something happened to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Which {
+pub enum Side {
     First,
     Second,
 }
 
-impl Which {
+impl Side {
     pub fn name(self) -> &'static str {
         match self {
-            Which::First => "first",
-            Which::Second => "second",
+            Side::First => "first",
+            Side::Second => "second",
         }
     }
 }
@@ -66,6 +66,12 @@ pub enum Skip {
 }
 
 impl Skip {
+    /// The platform lacks what the case asks for (an `unsupported` cell),
+    /// as opposed to a machine that lacks a capability (`skipped`).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Skip::Unsupported(_) | Skip::NotOnPlatform(_))
+    }
+
     pub fn reason(&self) -> String {
         match self {
             Skip::Unsupported(opt) => format!("{} does not exist on {}", opt.name(), platform::OS),
@@ -77,10 +83,44 @@ impl Skip {
 /// Whether the first socket's state was checked in the kernel's socket
 /// table before the second bind, or could only be assumed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Verified {
-    Yes,
+pub enum StateCheck {
+    Verified,
     /// The platform offers no way to look (see `platform::STATE_CHECK`).
-    NotVerified,
+    Unverified,
+}
+
+/// Why the first socket could not be brought into its state.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetupError {
+    /// The platform lacks an option the case asks for.
+    Unsupported(SockOpt),
+    /// The OS refused an option: a real answer, recorded as such.
+    Refused(Side, SockOpt, OsError),
+    /// Anything else: the case is `setup-failed` with this reason.
+    Failed(String),
+}
+
+impl SetupError {
+    /// `what: EADDRINUSE`: a syscall of the setup failed.
+    pub fn failed(what: &str, err: io::Error) -> SetupError {
+        SetupError::Failed(format!("{what}: {}", OsError::of(&err)))
+    }
+}
+
+/// The one mapping from a failed setup to the case's answer, wherever the
+/// first socket was held.
+impl From<SetupError> for Outcome {
+    fn from(err: SetupError) -> Outcome {
+        match err {
+            SetupError::Unsupported(opt) => Outcome::Skipped(Skip::Unsupported(opt)),
+            SetupError::Refused(socket, option, error) => Outcome::Refused {
+                socket,
+                option,
+                error,
+            },
+            SetupError::Failed(why) => Outcome::SetupFailed(why),
+        }
+    }
 }
 
 /// The answer for one case.
@@ -92,12 +132,12 @@ pub enum Outcome {
         bind: Result<(), OsError>,
         /// `None` for UDP, and for TCP when the bind failed.
         listen: Option<Result<(), OsError>>,
-        verified: Verified,
+        check: StateCheck,
     },
     /// The OS refused a requested option at `setsockopt()` time (Windows:
     /// SO_REUSEADDR together with SO_EXCLUSIVEADDRUSE). That is the answer.
     Refused {
-        socket: Which,
+        socket: Side,
         option: SockOpt,
         error: OsError,
     },
@@ -143,13 +183,13 @@ impl Outcome {
             Outcome::Ran {
                 bind,
                 listen,
-                verified,
+                check,
             } => {
                 let mut cell = step(bind);
                 if let Some(listen) = listen {
                     cell = format!("{cell}/{}", step(listen));
                 }
-                if *verified == Verified::NotVerified {
+                if *check == StateCheck::Unverified {
                     cell.push('?');
                 }
                 cell
@@ -164,10 +204,7 @@ impl Outcome {
     /// Whether the platform lacks what the case asks for (an `unsupported`
     /// cell, as opposed to a machine that lacks a capability).
     pub fn is_unsupported(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Skipped(Skip::Unsupported(_) | Skip::NotOnPlatform(_))
-        )
+        matches!(self, Outcome::Skipped(skip) if skip.is_unsupported())
     }
 
     /// Why the case has no kernel answer, if it has none.
@@ -187,4 +224,13 @@ impl Outcome {
             Outcome::Ran { .. } => None,
         }
     }
+}
+
+/// A case with its answer, and the port it used (not part of the answer:
+/// it differs from run to run).
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub case: Case,
+    pub outcome: Outcome,
+    pub port: Option<u16>,
 }

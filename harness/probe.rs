@@ -13,38 +13,13 @@
 
 use std::net::IpAddr;
 
-use crate::scenario::{Case, Endpoint, Holder, Options, Proto, SockOpt, SocketSpec, State};
+use crate::scenario::{
+    is_loopback_or_wildcard, Case, Endpoint, Holder, Named, Options, Proto, SockOpt, SocketSpec,
+    State,
+};
 
 pub const GRAMMAR: &str =
     "PROTO STATE FIRST SECOND [HOLDER], socket = ADDRESS[/v6only|/dual][+OPTION...]";
-
-fn one_of<T: Copy>(
-    what: &str,
-    word: &str,
-    all: &[T],
-    name: impl Fn(T) -> &'static str,
-) -> Result<T, String> {
-    all.iter()
-        .copied()
-        .find(|&x| name(x) == word)
-        .ok_or_else(|| {
-            let names: Vec<_> = all.iter().map(|&x| name(x)).collect();
-            format!(
-                "unknown {what} '{word}' (expected one of: {})",
-                names.join(", ")
-            )
-        })
-}
-
-/// Whether the harness may bind `ip`: loopback, wildcard, or their
-/// v4-mapped forms. Nothing else is ever bound or connected to.
-pub fn is_allowed(ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    ip.is_loopback() || ip.is_unspecified()
-}
 
 /// Parse one socket: `::1/v6only+reuseaddr`.
 pub fn parse_socket(text: &str) -> Result<SocketSpec, String> {
@@ -57,7 +32,7 @@ pub fn parse_socket(text: &str) -> Result<SocketSpec, String> {
     let ip: IpAddr = ip_text
         .parse()
         .map_err(|_| format!("'{ip_text}' is not an IP address (in socket '{text}')"))?;
-    if !is_allowed(ip) {
+    if !is_loopback_or_wildcard(ip) {
         return Err(format!(
             "{ip} is not allowed: only loopback (127.0.0.0/8, ::1) and wildcard addresses are bound"
         ));
@@ -117,9 +92,9 @@ pub fn parse(words: &[String]) -> Result<Case, String> {
             ))
         }
     };
-    let proto = one_of("protocol", proto, Proto::ALL, Proto::name)?;
-    let state = one_of("state", state, State::ALL, State::name)?;
-    let holder = one_of("holder", holder, Holder::ALL, Holder::name)?;
+    let proto = Proto::parse_name(proto)?;
+    let state = State::parse_name(state)?;
+    let holder = Holder::parse_name(holder)?;
     let case = Case {
         proto,
         state,
@@ -155,4 +130,80 @@ pub fn format(case: &Case) -> String {
         text.push_str(case.holder.name());
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::matrix;
+
+    fn words(text: &str) -> Vec<String> {
+        vec![text.to_string()]
+    }
+
+    #[test]
+    fn every_case_of_the_matrix_reads_back_from_its_text() {
+        for case in matrix() {
+            let text = format(&case);
+            assert_eq!(parse(&words(&text)), Ok(case), "{text}");
+        }
+    }
+
+    /// Each bad input and a piece of the one-line message it gets.
+    const REJECTED: &[(&str, &str)] = &[
+        ("tcp bound 127.0.0.1", "expected 4 or 5 words"),
+        (
+            "tcp timewait 127.0.0.1 127.0.0.1",
+            "unknown state 'timewait'",
+        ),
+        ("sctp bound 127.0.0.1 127.0.0.1", "unknown protocol 'sctp'"),
+        (
+            "tcp bound 127.0.0.1 127.0.0.1 root",
+            "unknown holder 'root'",
+        ),
+        ("tcp bound ::ffff:127.0.0.1/v6only 127.0.0.1", "v4-mapped"),
+        ("tcp bound ::1 ::1/dual", "/v6only or /dual"),
+        ("tcp bound ::1/both ::1/dual", "unknown suffix '/both'"),
+        ("tcp bound 127.0.0.1/dual ::1/dual", "IPv6 addresses only"),
+        ("tcp bound 10.0.0.1 127.0.0.1", "not allowed"),
+        ("tcp bound ::ffff:10.0.0.1 127.0.0.1", "not allowed"),
+        ("tcp bound localhost 127.0.0.1", "not an IP address"),
+        (
+            "tcp bound 127.0.0.1+reuse 127.0.0.1",
+            "unknown option 'reuse'",
+        ),
+        (
+            "udp listening 127.0.0.1 127.0.0.1",
+            "does not exist for udp",
+        ),
+        (
+            "tcp connected 127.0.0.1 127.0.0.1",
+            "does not exist for tcp",
+        ),
+    ];
+
+    #[test]
+    fn bad_cases_are_one_line_errors_naming_the_problem() {
+        for (text, naming) in REJECTED {
+            match parse(&words(text)) {
+                Ok(case) => panic!("{text:?} parsed as {case:?}"),
+                Err(msg) => {
+                    assert!(msg.contains(naming), "{text:?}: {msg:?} lacks {naming:?}");
+                    assert!(!msg.contains('\n'), "{text:?}: {msg:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn options_may_be_none_and_v4_mapped_addresses_are_dual() {
+        let case = parse(&words(
+            "udp bound ::ffff:127.0.0.1+none 127.0.0.1+reuseaddr+reuseport",
+        ))
+        .unwrap();
+        assert_eq!(case.first.endpoint.v6only, Some(false));
+        assert_eq!(case.first.options, Options::NONE);
+        assert_eq!(case.second.options.to_string(), "reuseaddr+reuseport");
+        assert_eq!(case.holder, Holder::SameProcess);
+    }
 }

@@ -9,6 +9,48 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// A fixed list of values with a stable name each: what tables, the probe
+/// grammar and the command line's value lists are made from.
+pub trait Named: Copy + 'static {
+    /// What the value is called in error messages ("state", "holder").
+    const WHAT: &'static str;
+    /// Every value, in table order.
+    const ALL: &'static [Self];
+    fn name(self) -> &'static str;
+
+    /// The value called `word`, or a one-line error naming every choice.
+    fn parse_name(word: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|v| v.name() == word)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|v| v.name()).collect();
+                format!(
+                    "unknown {} '{word}' (expected one of: {})",
+                    Self::WHAT,
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Lets clap take a `Named` type's values from its table, so `--help` and
+/// the error messages list exactly what the library knows.
+macro_rules! value_enum {
+    ($($t:ty),*) => {$(
+        impl clap::ValueEnum for $t {
+            fn value_variants<'a>() -> &'a [Self] {
+                <$t as Named>::ALL
+            }
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                Some(clap::builder::PossibleValue::new(Named::name(*self)))
+            }
+        }
+    )*};
+}
+pub(crate) use value_enum;
+
 /// Transport protocol of both sockets of a case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
@@ -16,16 +58,19 @@ pub enum Proto {
     Udp,
 }
 
-impl Proto {
-    pub const ALL: &'static [Proto] = &[Proto::Tcp, Proto::Udp];
+impl Named for Proto {
+    const WHAT: &'static str = "protocol";
+    const ALL: &'static [Proto] = &[Proto::Tcp, Proto::Udp];
 
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
         }
     }
+}
 
+impl Proto {
     /// The states the first socket can be brought into for this protocol,
     /// in table order.
     pub fn states(self) -> impl Iterator<Item = State> {
@@ -36,91 +81,102 @@ impl Proto {
     }
 }
 
-/// The state the first socket is in when the second socket binds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum State {
+/// One row of the state table: everything the crate knows about a state
+/// apart from how to build it (that is its recipe in `run::state`).
+#[derive(Debug)]
+pub struct StateRow {
+    pub state: State,
+    /// The name in tables, filters and probe text.
+    pub name: &'static str,
+    /// The protocols the state exists for.
+    pub protos: &'static [Proto],
+    /// The state outlives the case on purpose (TIME_WAIT stays in the
+    /// kernel after every descriptor is closed), so its port is kept out
+    /// of use afterwards.
+    pub lingers: bool,
+}
+
+const TCP: &[Proto] = &[Proto::Tcp];
+const UDP: &[Proto] = &[Proto::Udp];
+const TCP_UDP: &[Proto] = &[Proto::Tcp, Proto::Udp];
+
+/// Declares `State` and `STATES` from one list, so that a state cannot
+/// exist without its row (and `run::state` cannot build without a recipe
+/// and a floor for it).
+macro_rules! states {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal, $protos:expr, lingers: $lingers:literal;)*) => {
+        /// The state the first socket is in when the second socket binds.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum State {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        /// Every state, in table order.
+        pub const STATES: &[StateRow] = &[
+            $(StateRow { state: State::$variant, name: $name, protos: $protos, lingers: $lingers },)*
+        ];
+
+        impl Named for State {
+            const WHAT: &'static str = "state";
+            const ALL: &'static [State] = &[$(State::$variant,)*];
+
+            fn name(self) -> &'static str {
+                self.row().name
+            }
+        }
+    };
+}
+
+states! {
     /// `bind()` only.
-    Bound,
+    Bound = "bound", TCP_UDP, lingers: false;
     /// Bound; once the second socket has bound too, the first listens, and
     /// only then the second: the order in which Linux lets two SO_REUSEADDR
     /// sockets bind and fails the second listen.
-    BoundThenListen,
+    BoundThenListen = "bound-then-listen", TCP, lingers: false;
     /// `bind()` + `listen()`.
-    Listening,
+    Listening = "listening", TCP, lingers: false;
     /// Listening, with a connection completed but not yet accepted.
-    ListeningWithBacklog,
+    ListeningWithBacklog = "listening-with-backlog", TCP, lingers: false;
     /// Listened, accepted a loopback connection, then the listener was
     /// closed while the accepted connection stays open: a server restart
     /// while clients are still connected.
-    Established,
+    Established = "established", TCP, lingers: false;
     /// As `Established`, then the peer closed and the holder did not: the
     /// accepted connection sits in CLOSE_WAIT (a server that never closes
     /// sockets its clients left).
-    CloseWait,
+    CloseWait = "close-wait", TCP, lingers: false;
     /// As `Established`, then the holder closed and the peer stays silent:
     /// the holder's end sits in FIN_WAIT_2.
-    FinWait2,
+    FinWait2 = "fin-wait-2", TCP, lingers: false;
     /// As `Established`, then the accepted connection closed first and the
     /// peer after it, so the server side of the connection sits in TIME_WAIT.
-    TimeWait,
+    TimeWait = "time-wait", TCP, lingers: true;
     /// TIME_WAIT on the active opener's side: the first socket is a client
     /// bound explicitly to the port, connected to a loopback listener, and
     /// it closed first.
-    TimeWaitClient,
+    TimeWaitClient = "time-wait-client", TCP, lingers: true;
     /// Bound, then closed.
-    Closed,
+    Closed = "closed", TCP, lingers: false;
     /// UDP: bound, then `connect()`ed to a loopback peer.
-    Connected,
+    Connected = "connected", UDP, lingers: false;
 }
 
 impl State {
-    /// Every state, in table order.
-    pub const ALL: &'static [State] = &[
-        State::Bound,
-        State::BoundThenListen,
-        State::Listening,
-        State::ListeningWithBacklog,
-        State::Established,
-        State::CloseWait,
-        State::FinWait2,
-        State::TimeWait,
-        State::TimeWaitClient,
-        State::Closed,
-        State::Connected,
-    ];
+    /// This state's row of `STATES`.
+    pub fn row(self) -> &'static StateRow {
+        &STATES[self as usize]
+    }
 
-    /// UDP has no listen and no connection states; TCP has no `connected`
-    /// in this matrix (a connected TCP socket is `established`).
     pub fn exists_for(self, proto: Proto) -> bool {
-        match self {
-            State::Bound => true,
-            State::Connected => proto == Proto::Udp,
-            _ => proto == Proto::Tcp,
-        }
+        self.row().protos.contains(&proto)
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Bound => "bound",
-            State::BoundThenListen => "bound-then-listen",
-            State::Listening => "listening",
-            State::ListeningWithBacklog => "listening-with-backlog",
-            State::Established => "established",
-            State::CloseWait => "close-wait",
-            State::FinWait2 => "fin-wait-2",
-            State::TimeWait => "time-wait",
-            State::TimeWaitClient => "time-wait-client",
-            State::Closed => "closed",
-            State::Connected => "connected",
-        }
-    }
-
-    /// Whether the state outlives the case on purpose (TIME_WAIT stays in
-    /// the kernel after every descriptor is closed).
     pub fn lingers(self) -> bool {
-        matches!(self, State::TimeWait | State::TimeWaitClient)
+        self.row().lingers
     }
 
+    /// Every (protocol, state) pair, in table order.
     pub fn all() -> impl Iterator<Item = (Proto, State)> {
         Proto::ALL
             .iter()
@@ -140,8 +196,11 @@ pub enum Family {
     Mapped,
 }
 
-impl Family {
-    pub fn name(self) -> &'static str {
+impl Named for Family {
+    const WHAT: &'static str = "family";
+    const ALL: &'static [Family] = &[Family::V4, Family::V6, Family::Mapped];
+
+    fn name(self) -> &'static str {
         match self {
             Family::V4 => "v4",
             Family::V6 => "v6",
@@ -242,6 +301,16 @@ impl Endpoint {
             _ => None,
         }
     }
+}
+
+/// Whether the harness may bind `ip`: loopback, wildcard, or their
+/// v4-mapped forms. Nothing else is ever bound or connected to.
+pub fn is_loopback_or_wildcard(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    ip.is_loopback() || ip.is_unspecified()
 }
 
 impl fmt::Display for Endpoint {
@@ -388,11 +457,11 @@ pub enum Holder {
     OtherUser,
 }
 
-impl Holder {
-    pub const ALL: &'static [Holder] =
-        &[Holder::SameProcess, Holder::OtherProcess, Holder::OtherUser];
+impl Named for Holder {
+    const WHAT: &'static str = "holder";
+    const ALL: &'static [Holder] = &[Holder::SameProcess, Holder::OtherProcess, Holder::OtherUser];
 
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Holder::SameProcess => "same-process",
             Holder::OtherProcess => "other-process",
@@ -413,28 +482,72 @@ pub struct Case {
 }
 
 /// The address group a pair of endpoints belongs to: one snapshot table per
-/// (protocol, state, group). Cross-family groups hold both orders.
-pub fn group_of(first: &Endpoint, second: &Endpoint) -> &'static str {
-    use Family::*;
-    let mut pair = [first.family(), second.family()];
-    pair.sort();
-    match pair {
-        [V4, V4] => "v4",
-        [V6, V6] => "v6",
-        [Mapped, Mapped] => "mapped",
-        [V4, V6] => "v4-v6",
-        [V4, Mapped] => "v4-mapped",
-        [V6, Mapped] => "v6-mapped",
-        _ => unreachable!("pair is sorted"),
+/// (protocol, state, holder, group). Cross-family groups hold both orders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group {
+    V4,
+    V6,
+    Mapped,
+    V4V6,
+    V4Mapped,
+    V6Mapped,
+}
+
+impl Named for Group {
+    const WHAT: &'static str = "group";
+    const ALL: &'static [Group] = &[
+        Group::V4,
+        Group::V6,
+        Group::Mapped,
+        Group::V4V6,
+        Group::V4Mapped,
+        Group::V6Mapped,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Group::V4 => "v4",
+            Group::V6 => "v6",
+            Group::Mapped => "mapped",
+            Group::V4V6 => "v4-v6",
+            Group::V4Mapped => "v4-mapped",
+            Group::V6Mapped => "v6-mapped",
+        }
     }
 }
 
-/// Every address group, in table order.
-pub const GROUPS: &[&str] = &["v4", "v6", "mapped", "v4-v6", "v4-mapped", "v6-mapped"];
+impl Group {
+    pub fn of(first: &Endpoint, second: &Endpoint) -> Group {
+        use Family::*;
+        let mut pair = [first.family(), second.family()];
+        pair.sort();
+        match pair {
+            [V4, V4] => Group::V4,
+            [V6, V6] => Group::V6,
+            [Mapped, Mapped] => Group::Mapped,
+            [V4, V6] => Group::V4V6,
+            [V4, Mapped] => Group::V4Mapped,
+            [V6, Mapped] => Group::V6Mapped,
+            _ => unreachable!("pair is sorted"),
+        }
+    }
+}
+
+value_enum!(Proto, State, Holder, Family, Group);
 
 impl Case {
-    pub fn group(&self) -> &'static str {
-        group_of(&self.first.endpoint, &self.second.endpoint)
+    pub fn group(&self) -> Group {
+        Group::of(&self.first.endpoint, &self.second.endpoint)
+    }
+
+    /// The table this case is a cell of.
+    pub fn table(&self) -> TableKey {
+        TableKey {
+            proto: self.proto,
+            state: self.state,
+            holder: self.holder,
+            group: self.group(),
+        }
     }
 
     /// Why this case cannot be requested at all, if so (probe input).
@@ -493,4 +606,92 @@ fn cases_of(proto: Proto, state: State, holder: Holder) -> Vec<Case> {
         }
     }
     cases
+}
+
+/// The identity of one matrix table (and of its snapshot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableKey {
+    pub proto: Proto,
+    pub state: State,
+    pub holder: Holder,
+    pub group: Group,
+}
+
+impl TableKey {
+    /// The snapshot name: `tcp_time-wait_other-process_v4-v6` (no
+    /// characters a Windows file name cannot hold).
+    pub fn name(&self) -> String {
+        format!(
+            "{}_{}_{}_{}",
+            self.proto.name(),
+            self.state.name(),
+            self.holder.name(),
+            self.group.name()
+        )
+    }
+
+    /// Every table of the matrix, in report order.
+    pub fn all() -> Vec<TableKey> {
+        let mut keys = Vec::new();
+        for (proto, state) in State::all() {
+            for &holder in Holder::ALL {
+                for &group in Group::ALL {
+                    keys.push(TableKey {
+                        proto,
+                        state,
+                        holder,
+                        group,
+                    });
+                }
+            }
+        }
+        keys
+    }
+}
+
+/// A choice of cases: each list empty means "all". The command's filters
+/// and the tests choose cases through it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub protos: Vec<Proto>,
+    pub states: Vec<State>,
+    pub holders: Vec<Holder>,
+    pub groups: Vec<Group>,
+    /// Cases where either socket has one of these families.
+    pub families: Vec<Family>,
+}
+
+impl Selection {
+    /// Exactly the cases of one table.
+    pub fn table(key: &TableKey) -> Selection {
+        Selection {
+            protos: vec![key.proto],
+            states: vec![key.state],
+            holders: vec![key.holder],
+            groups: vec![key.group],
+            families: Vec::new(),
+        }
+    }
+
+    pub fn is_everything(&self) -> bool {
+        *self == Selection::default()
+    }
+
+    pub fn matches(&self, case: &Case) -> bool {
+        fn any<T: PartialEq>(list: &[T], value: &T) -> bool {
+            list.is_empty() || list.contains(value)
+        }
+        any(&self.protos, &case.proto)
+            && any(&self.states, &case.state)
+            && any(&self.holders, &case.holder)
+            && any(&self.groups, &case.group())
+            && (self.families.is_empty()
+                || self.families.contains(&case.first.endpoint.family())
+                || self.families.contains(&case.second.endpoint.family()))
+    }
+
+    /// The selected cases, in matrix order.
+    pub fn cases(&self) -> Vec<Case> {
+        matrix().into_iter().filter(|c| self.matches(c)).collect()
+    }
 }

@@ -1,5 +1,5 @@
-//! Starting child processes without disturbing the sockets of cases that
-//! run beside them.
+//! Child processes of the suite's own binary (holders and echo servers),
+//! started without disturbing the sockets of cases that run beside them.
 //!
 //! Between fork and exec a child holds a copy of every descriptor of this
 //! process. A socket that a case closes in that window stays open until the
@@ -8,9 +8,13 @@
 //! So socket work takes a shared lock (`sockets`), and starting a child
 //! takes it exclusively (`start`), until the child has exec'ed.
 
-use std::io;
-use std::process::{Child, Command};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{OnceLock, RwLock, RwLockReadGuard};
+use std::thread;
+use std::time::{Duration, Instant};
 
 static LOCK: RwLock<()> = RwLock::new(());
 
@@ -25,4 +29,108 @@ pub fn sockets() -> RwLockReadGuard<'static, ()> {
 pub fn start(command: &mut Command) -> io::Result<Child> {
     let _exclusive = LOCK.write().unwrap_or_else(|e| e.into_inner());
     command.spawn()
+}
+
+static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+
+/// Use `path` (an `addrinuse` binary) for child processes. Test binaries
+/// must call this (with `env!("CARGO_BIN_EXE_addrinuse")`); the `addrinuse`
+/// command uses itself.
+pub fn set_program(path: impl Into<PathBuf>) {
+    let _ = PROGRAM.set(path.into());
+}
+
+/// The `addrinuse` binary that child processes run.
+pub fn program() -> Result<PathBuf, String> {
+    if let Some(p) = PROGRAM.get() {
+        return Ok(p.clone());
+    }
+    // Only re-run ourselves if we are the addrinuse command: re-running a
+    // test binary would run the test suite again.
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    match exe.file_stem().and_then(|s| s.to_str()) {
+        Some("addrinuse") => Ok(exe),
+        _ => Err("no addrinuse program for child processes: call spawn::set_program first".into()),
+    }
+}
+
+/// A child that speaks a line protocol on its stdin and stdout. Every read
+/// is bounded; the child is killed and reaped on drop, never left behind.
+pub struct ChildProcess {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    /// `the holder process`: how errors name it.
+    what: &'static str,
+}
+
+impl ChildProcess {
+    pub fn start(command: &mut Command, what: &'static str) -> Result<ChildProcess, String> {
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = start(command).map_err(|e| format!("starting {what}: {e}"))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        // Reads until the child's stdout closes, which it does when it
+        // exits or is killed: the thread never outlives the child.
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(ChildProcess {
+            child,
+            stdin,
+            lines,
+            what,
+        })
+    }
+
+    /// The child's next line, waiting until `deadline` at most.
+    pub fn line(&self, deadline: Instant) -> Result<String, String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(line) => Ok(line),
+            Err(RecvTimeoutError::Timeout) => Err(format!("{} did not answer in time", self.what)),
+            Err(RecvTimeoutError::Disconnected) => Err(format!("{} exited early", self.what)),
+        }
+    }
+
+    pub fn send(&mut self, text: &str) -> Result<(), String> {
+        self.stdin
+            .write_all(text.as_bytes())
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("writing to {}: {e}", self.what))
+    }
+
+    /// Kill the child hard (SIGKILL; TerminateProcess on Windows) and reap
+    /// it: when this returns, the kernel has closed its sockets.
+    pub fn kill(&mut self) -> Result<(), String> {
+        self.child.kill().map_err(|e| format!("kill: {e}"))?;
+        self.reap(Duration::from_secs(10))
+    }
+
+    /// Wait, bounded, until the child has exited.
+    pub fn reap(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        Err(format!("{} did not exit", self.what))
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

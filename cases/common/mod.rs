@@ -1,4 +1,5 @@
-//! What the test suites share: the capability gate.
+//! What the test suites share: the capability policy.
+#![allow(dead_code)] // each test binary uses part of it
 
 use std::collections::BTreeSet;
 
@@ -6,10 +7,10 @@ use addrinuse::outcome::Skip;
 use addrinuse::run;
 use addrinuse::scenario::Case;
 
-/// Once per test binary: child holder processes run the `addrinuse`
-/// binary cargo built for these tests.
+/// Once per test binary: child processes (holders, echo servers) run the
+/// `addrinuse` binary cargo built for these tests.
 pub fn init() {
-    addrinuse::holder::set_program(env!("CARGO_BIN_EXE_addrinuse"));
+    addrinuse::spawn::set_program(env!("CARGO_BIN_EXE_addrinuse"));
 }
 
 /// Whether the tests run in CI, where a missing capability is a failure.
@@ -17,10 +18,9 @@ pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
 }
 
-/// Whether this machine can run `cases`. Locally a missing capability (IPv6,
-/// 127.0.0.2) skips the test with a visible reason; in CI it fails it, so
-/// a CI run can never pass by skipping.
-pub fn capable(test: &str, cases: &[Case]) -> bool {
+/// What this machine lacks to run `cases` (IPv6, 127.0.0.2, root for
+/// other-user), if anything.
+pub fn lacks(cases: &[Case]) -> Option<String> {
     let missing: BTreeSet<String> = cases
         .iter()
         .filter_map(|c| match run::precheck(c) {
@@ -28,10 +28,16 @@ pub fn capable(test: &str, cases: &[Case]) -> bool {
             _ => None,
         })
         .collect();
-    if missing.is_empty() {
+    (!missing.is_empty()).then(|| missing.into_iter().collect::<Vec<_>>().join("; "))
+}
+
+/// The one policy for a missing capability: in CI the test fails, so a CI
+/// run can never pass by skipping; locally it is skipped with the reason
+/// on stderr. Returns whether the test may go on.
+pub fn capable(test: &str, missing: Option<String>) -> bool {
+    let Some(why) = missing else {
         return true;
-    }
-    let why = missing.into_iter().collect::<Vec<_>>().join("; ");
+    };
     assert!(
         !in_ci(),
         "{test}: this CI machine lacks a capability: {why}"

@@ -41,11 +41,6 @@ pub fn ephemeral_ports() -> Option<(u16, u16)> {
     Some((49152, 65535))
 }
 
-/// Never emulated: the answers are this kernel's own.
-pub fn emulation() -> Option<String> {
-    None
-}
-
 pub fn facts() -> Vec<(&'static str, String)> {
     vec![
         ("kernel", unix::kernel_release()),

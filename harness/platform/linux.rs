@@ -39,11 +39,6 @@ pub fn ephemeral_ports() -> Option<(u16, u16)> {
     Some((it.next()??, it.next()??))
 }
 
-/// Never emulated: the answers are this kernel's own.
-pub fn emulation() -> Option<String> {
-    None
-}
-
 pub fn facts() -> Vec<(&'static str, String)> {
     let read = |path| sysctl(path).unwrap_or_else(|| "unreadable".into());
     vec![

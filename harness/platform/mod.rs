@@ -34,8 +34,8 @@ mod os;
 mod os;
 
 pub use os::{
-    abstract_unix_addr, become_user, emulation, ephemeral_ports, error_name, facts, flush_ack,
-    is_listening, observe_tcp, set_option, NO_SWITCH_USER, STATE_CHECK, TIME_WAIT,
+    abstract_unix_addr, become_user, ephemeral_ports, error_name, facts, flush_ack, is_listening,
+    observe_tcp, set_option, NO_SWITCH_USER, STATE_CHECK, TIME_WAIT,
 };
 
 /// The platform's name for tables and snapshot folders: the same value as
@@ -121,7 +121,6 @@ const _: fn(i32) -> Option<&'static str> = error_name;
 const _: fn(SocketAddr, Option<SocketAddr>) -> io::Result<Observed> = observe_tcp;
 const _: fn() -> Vec<(&'static str, String)> = facts;
 const _: fn() -> Option<(u16, u16)> = ephemeral_ports;
-const _: fn() -> Option<String> = emulation;
 const _: &str = STATE_CHECK;
 const _: std::time::Duration = TIME_WAIT;
 const _: Option<&str> = NO_SWITCH_USER;

@@ -230,12 +230,6 @@ unsafe fn c_text(ptr: *const c_char) -> Option<String> {
     })
 }
 
-/// `Some("Wine 8.0")` when the process runs under Wine: every answer then
-/// is Wine's emulation on top of the host kernel, not Windows'.
-pub fn emulation() -> Option<String> {
-    wine().map(|w| w.version.clone())
-}
-
 pub fn observe_tcp(_local: SocketAddr, _remote: Option<SocketAddr>) -> io::Result<Observed> {
     Ok(Observed::Unknown)
 }

@@ -10,47 +10,53 @@
 //!   close on EOF, then the server exits,
 //! - `clients-close-first`: the clients close, then the server exits.
 
-use std::fmt::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
-use crate::outcome::{OsError, Outcome, Skip, Verified};
+use super::server::{self, ServerAddr, ServerProcess, Started};
+use crate::outcome::{OsError, Outcome, Side, Skip};
 use crate::platform::{self, Observed, TcpState};
-use crate::ports;
-use crate::scenario::{Options, Proto, SockOpt};
-use crate::server::{self, Place, ServerProcess, Started};
+use crate::report::table::{Note, Table};
+use crate::run::ports;
+use crate::scenario::{value_enum, Named, Options, Proto, SockOpt};
 use crate::spawn;
 
 /// How the old server goes away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Variant {
+pub enum Departure {
     HardKill,
     Graceful,
     ClientsCloseFirst,
 }
 
-impl Variant {
-    pub const ALL: &'static [Variant] = &[
-        Variant::HardKill,
-        Variant::Graceful,
-        Variant::ClientsCloseFirst,
+impl Named for Departure {
+    const WHAT: &'static str = "variant";
+    const ALL: &'static [Departure] = &[
+        Departure::HardKill,
+        Departure::Graceful,
+        Departure::ClientsCloseFirst,
     ];
 
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
-            Variant::HardKill => "hard-kill",
-            Variant::Graceful => "graceful",
-            Variant::ClientsCloseFirst => "clients-close-first",
+            Departure::HardKill => "hard-kill",
+            Departure::Graceful => "graceful",
+            Departure::ClientsCloseFirst => "clients-close-first",
         }
     }
 }
 
+value_enum!(Departure);
+
+/// The story's table names a row by departure and options.
+pub const KEY_COLUMNS: usize = 2;
+
 /// The configurations a restarted server is tried with: none, SO_REUSEADDR,
 /// and Windows' SO_EXCLUSIVEADDRUSE (`unsupported` elsewhere).
-pub const CONFIGS: &[Options] = &[
+pub const RESTART_OPTIONS: &[Options] = &[
     Options::NONE,
     Options::of(&[SockOpt::ReuseAddr]),
     Options::of(&[SockOpt::ExclusiveAddrUse]),
@@ -65,17 +71,16 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// What one story found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Story {
-    pub variant: Variant,
+    pub departure: Departure,
     pub options: Options,
-    /// The old connections' server sides when the new server binds, e.g.
-    /// `FIN_WAIT2 x3`, `gone`, or `not verified` where the OS cannot tell.
-    pub old_connections: String,
+    /// The port both servers used (`None` when the story did not run).
+    pub port: Option<u16>,
+    /// The old connections' server sides when the new server binds, one
+    /// per client (empty when the story did not get that far).
+    pub old: Vec<Observed>,
     /// The new server's bind and listen.
     pub new_server: Outcome,
 }
-
-/// One timeline line: time since the story began, and what happened.
-pub type Timeline = Vec<(Duration, String)>;
 
 fn state_name(state: TcpState) -> String {
     match state {
@@ -97,7 +102,7 @@ fn state_name(state: TcpState) -> String {
 /// The server-side states of the old connections, after they settled.
 /// Clients still open are nudged to acknowledge a FIN at once (see
 /// `platform::flush_ack`).
-fn old_states(port: u16, clients: &[SocketAddr], open: &[Socket]) -> String {
+fn old_states(port: u16, clients: &[SocketAddr], open: &[Socket]) -> Vec<Observed> {
     let server = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let transitional = |s: &Observed| {
         matches!(
@@ -116,13 +121,20 @@ fn old_states(port: u16, clients: &[SocketAddr], open: &[Socket]) -> String {
             .map(|c| platform::observe_tcp(server, Some(*c)).unwrap_or(Observed::Unknown))
             .collect();
         if !seen.iter().any(transitional) || Instant::now() >= deadline {
-            break;
+            return seen;
         }
         thread::sleep(Duration::from_micros(200));
     }
+}
+
+/// `FIN_WAIT2 x3`, `gone x3`, `not verified x3`; `-` for none.
+pub fn summary(old: &[Observed]) -> String {
+    if old.is_empty() {
+        return "-".into();
+    }
     let mut counts: Vec<(String, usize)> = Vec::new();
-    for s in seen {
-        let name = match s {
+    for s in old {
+        let name = match *s {
             Observed::State(state) => state_name(state),
             Observed::Absent => "gone".into(),
             Observed::Unknown => "not verified".into(),
@@ -139,48 +151,41 @@ fn old_states(port: u16, clients: &[SocketAddr], open: &[Socket]) -> String {
     parts.join(", ")
 }
 
-fn started_outcome(started: &Started) -> Outcome {
-    Outcome::Ran {
-        bind: started.bind,
-        listen: started.listen,
-        verified: Verified::Yes,
-    }
-}
-
 /// Run one story; `log` receives the timeline as it happens.
-pub fn run(variant: Variant, options: Options, log: &mut dyn FnMut(Duration, String)) -> Story {
-    let story = |old_connections: String, new_server: Outcome| Story {
-        variant,
+pub fn run(departure: Departure, options: Options, log: &mut dyn FnMut(Duration, String)) -> Story {
+    let mut story = Story {
+        departure,
         options,
-        old_connections,
-        new_server,
+        port: None,
+        old: Vec::new(),
+        new_server: Outcome::SetupFailed(String::new()),
     };
     if let Some(opt) = options.iter().find(|&o| !platform::supports(o)) {
-        return story("-".into(), Outcome::Skipped(Skip::Unsupported(opt)));
+        story.new_server = Outcome::Skipped(Skip::Unsupported(opt));
+        return story;
     }
-    match run_checked(variant, options, log) {
-        Ok((old, new)) => story(old, new),
-        Err(why) => story("-".into(), Outcome::SetupFailed(why)),
+    if let Err(why) = run_checked(&mut story, log) {
+        story.old.clear();
+        story.new_server = Outcome::SetupFailed(why);
     }
+    story
 }
 
-fn run_checked(
-    variant: Variant,
-    options: Options,
-    log: &mut dyn FnMut(Duration, String),
-) -> Result<(String, Outcome), String> {
+fn run_checked(story: &mut Story, log: &mut dyn FnMut(Duration, String)) -> Result<(), String> {
     let start = Instant::now();
     let mut say = |text: String| log(start.elapsed(), text);
+    let options = story.options;
     let mut lease = ports::pool().take(Proto::Tcp)?;
-    // Most variants leave the old connections in TIME_WAIT.
+    // Most departures leave the old connections in TIME_WAIT.
     lease.left_time_wait();
     let port = lease.port();
-    let place = Place::Tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    story.port = Some(port);
+    let place = ServerAddr::Tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
     let (old, started) = ServerProcess::start(&place, options, false)?;
-    if started.bind.is_err() || started.listen != Some(Ok(())) {
+    if !started.is_listening() {
         return Err(format!(
             "the old server could not listen: {}",
-            started_outcome(&started).cell()
+            started.outcome(Side::First).cell()
         ));
     }
     say(format!(
@@ -206,63 +211,65 @@ fn run_checked(
     drop(quiet);
     say(format!("{CLIENTS} clients connected, each echoed a line"));
 
-    match variant {
-        Variant::HardKill => {
+    // Closing client sockets is socket work like any other (see `spawn`).
+    let close_clients = |clients: &mut Vec<Socket>| {
+        let _quiet = spawn::sockets();
+        clients.clear();
+    };
+    match story.departure {
+        Departure::HardKill => {
             old.kill()?;
             say("old server killed hard while its clients are connected".into());
         }
-        Variant::Graceful => {
+        Departure::Graceful => {
             let mut old = old;
             old.close_connections()?;
             say("old server closed its connections".into());
-            let quiet = spawn::sockets();
-            clients.clear();
-            drop(quiet);
+            close_clients(&mut clients);
             say("clients saw the end of the stream and closed".into());
             old.exit()?;
             say("old server exited".into());
         }
-        Variant::ClientsCloseFirst => {
-            let quiet = spawn::sockets();
-            clients.clear();
-            drop(quiet);
+        Departure::ClientsCloseFirst => {
+            close_clients(&mut clients);
             say("clients closed".into());
             old.exit()?;
             say("old server exited".into());
         }
     }
-    let old_connections = {
+    story.old = {
         let _quiet = spawn::sockets();
         old_states(port, &client_addrs, &clients)
     };
-    say(format!("old connections, server side: {old_connections}"));
+    say(format!(
+        "old connections, server side: {}",
+        summary(&story.old)
+    ));
 
     let (new, started) = ServerProcess::start(&place, options, true)?;
     drop(new);
-    let outcome = started_outcome(&started);
+    story.new_server = started.outcome(Side::Second);
     say(format!(
         "new server ({options}): bind/listen {}",
-        outcome.cell()
+        story.new_server.cell()
     ));
     if !clients.is_empty() {
         // As real clients would once they notice: close. The old server's
         // ends then move on to TIME_WAIT, which `--wait` shows.
-        let quiet = spawn::sockets();
-        clients.clear();
-        drop(quiet);
+        close_clients(&mut clients);
         say("clients noticed the end of the stream and closed".into());
     }
-    Ok((old_connections, outcome))
+    Ok(())
 }
 
 /// After a story, retry a plain bind of the new server every 100 ms until
 /// it works or `limit` runs out: how long the port stayed blocked.
 pub fn wait_until_free(options: Options, port: u16, limit: Duration) -> Result<Duration, Duration> {
     let start = Instant::now();
-    let place = Place::Tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    let place = ServerAddr::Tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
     loop {
         if let Ok((_, started)) = ServerProcess::start(&place, options, true) {
-            if started.bind.is_ok() {
+            if matches!(started, Started::Bound { bind: Ok(()), .. }) {
                 return Ok(start.elapsed());
             }
         }
@@ -276,54 +283,38 @@ pub fn wait_until_free(options: Options, port: u16, limit: Duration) -> Result<D
 /// Every story, as the snapshot table holds them.
 pub fn all_stories() -> Vec<Story> {
     let mut stories = Vec::new();
-    for &variant in Variant::ALL {
-        for &options in CONFIGS {
-            stories.push(run(variant, options, &mut |_, _| {}));
+    for &departure in Departure::ALL {
+        for &options in RESTART_OPTIONS {
+            stories.push(run(departure, options, &mut |_, _| {}));
         }
     }
     stories
 }
 
 /// The stories as a table (the form stored in snapshots).
-pub fn table(stories: &[Story]) -> String {
-    let mut out = String::new();
-    writeln!(
-        out,
-        "restart story: an echo server on 0.0.0.0:port with {CLIENTS} connected clients goes away; \
-         a new server process with the same options binds the same port at once"
-    )
-    .unwrap();
-    writeln!(
-        out,
+pub fn table(stories: &[Story]) -> Table {
+    let heading = vec![
+        format!(
+            "restart story: an echo server on 0.0.0.0:port with {CLIENTS} connected clients goes away; \
+             a new server process with the same options binds the same port at once"
+        ),
         "old connections = the old server's ends of the connections when the new server binds; \
          new server = its bind()/listen()"
-    )
-    .unwrap();
-    writeln!(out).unwrap();
+            .to_string(),
+    ];
     let header = ["variant", "options", "old connections", "new server"].map(String::from);
-    let rows: Vec<Vec<String>> = std::iter::once(header.to_vec())
-        .chain(stories.iter().map(|s| {
-            vec![
-                s.variant.name().to_string(),
-                s.options.to_string(),
-                s.old_connections.clone(),
-                s.new_server.cell(),
-            ]
-        }))
-        .collect();
-    out.push_str(&crate::render::aligned(&rows, ""));
-    let notes: Vec<String> = stories
-        .iter()
-        .filter_map(|s| {
-            let reason = s.new_server.reason()?;
-            Some(format!("{} {}: {reason}", s.variant.name(), s.options))
-        })
-        .collect();
-    if !notes.is_empty() {
-        writeln!(out).unwrap();
-        for n in notes {
-            writeln!(out, "{n}").unwrap();
+    let mut table = Table::new(heading, KEY_COLUMNS, header.to_vec());
+    for s in stories {
+        table.rows.push(vec![
+            s.departure.name().to_string(),
+            s.options.to_string(),
+            summary(&s.old),
+            s.new_server.cell(),
+        ]);
+        if let Some(reason) = s.new_server.reason() {
+            let line = format!("{} {}: {reason}", s.departure.name(), s.options);
+            table.notes.push(Note::Text(line));
         }
     }
-    out
+    table
 }

@@ -4,14 +4,14 @@
 //! Each case brings a path (or a Linux abstract name) into a situation,
 //! then a new socket binds it; the table records bind (and listen).
 
-use std::fmt::Write;
 use std::path::Path;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::outcome::{OsError, Outcome, Skip, Verified};
+use super::server::{ServerAddr, ServerProcess};
+use crate::outcome::{OsError, Outcome, Skip, StateCheck};
 use crate::platform;
-use crate::server::{Place, ServerProcess};
+use crate::report::table::Table;
 use crate::spawn;
 
 /// What was there before the new bind.
@@ -73,7 +73,7 @@ fn bind_again(addr: &SockAddr) -> Outcome {
     Outcome::Ran {
         bind,
         listen,
-        verified: Verified::Yes,
+        check: StateCheck::Verified,
     }
 }
 
@@ -112,20 +112,19 @@ pub fn run(situation: Situation, dir: &Path, tag: &str) -> Outcome {
             Err(e) => setup("first listener", e),
         },
         Situation::KilledServer | Situation::KilledThenUnlinked => {
-            let server =
-                match ServerProcess::start(&Place::Unix(path.clone()), Default::default(), false) {
-                    Ok((server, started))
-                        if started.bind.is_ok() && started.listen == Some(Ok(())) =>
-                    {
-                        server
-                    }
-                    Ok(_) => {
-                        return Outcome::SetupFailed(
-                            "the server process could not listen on the path".into(),
-                        )
-                    }
-                    Err(why) => return Outcome::SetupFailed(why),
-                };
+            let server = match ServerProcess::start(
+                &ServerAddr::Unix(path.clone()),
+                Default::default(),
+                false,
+            ) {
+                Ok((server, started)) if started.is_listening() => server,
+                Ok(_) => {
+                    return Outcome::SetupFailed(
+                        "the server process could not listen on the path".into(),
+                    )
+                }
+                Err(why) => return Outcome::SetupFailed(why),
+            };
             if let Err(why) = server.kill() {
                 return Outcome::SetupFailed(why);
             }
@@ -186,32 +185,20 @@ fn tempfile_dir() -> std::io::Result<tempfile::TempDir> {
     tempfile::Builder::new().prefix("addrinuse-").tempdir()
 }
 
+/// The table names a row by situation alone.
+pub const KEY_COLUMNS: usize = 1;
+
 /// The results as a table (the form stored in snapshots).
-pub fn table(results: &[(Situation, Outcome)]) -> String {
-    let mut out = String::new();
-    writeln!(out, "unix-domain sockets: what a new socket's bind()/listen() answers on a path or name already used").unwrap();
-    writeln!(out).unwrap();
-    let width = results
-        .iter()
-        .map(|(s, _)| s.name().len())
-        .max()
-        .unwrap_or(0)
-        .max(9);
-    writeln!(out, "{:<width$}  new socket", "situation").unwrap();
-    let mut notes = Vec::new();
+pub fn table(results: &[(Situation, Outcome)]) -> Table {
+    let heading = "unix-domain sockets: what a new socket's bind()/listen() answers on a path or name already used";
+    let header = vec!["situation".to_string(), "new socket".to_string()];
+    let mut table = Table::new(vec![heading.to_string()], KEY_COLUMNS, header);
     for (situation, outcome) in results {
         let mut cell = outcome.cell();
         if let Some(reason) = outcome.reason() {
-            notes.push(reason);
-            write!(cell, "[{}]", notes.len()).unwrap();
+            cell = format!("{cell}[{}]", table.footnote(reason));
         }
-        writeln!(out, "{:<width$}  {cell}", situation.name()).unwrap();
+        table.rows.push(vec![situation.name().to_string(), cell]);
     }
-    if !notes.is_empty() {
-        writeln!(out).unwrap();
-        for (i, n) in notes.iter().enumerate() {
-            writeln!(out, "[{}] {n}", i + 1).unwrap();
-        }
-    }
-    out
+    table
 }

@@ -20,7 +20,8 @@ use socket2::{Domain, Socket, Type};
 
 use crate::host;
 use crate::platform;
-use crate::scenario::Proto;
+use crate::scenario::{Case, Named, Proto};
+use crate::spawn;
 
 /// The ports the harness may use and, for each, until when it is known to
 /// be busy (milliseconds since the pool was made; `LEASED` while a case of
@@ -57,10 +58,10 @@ impl Lease {
         self.port
     }
 
-    /// The case left a TIME_WAIT behind on this port: keep the port out of
-    /// use until it is surely gone, without relying on the free-port check
-    /// (which cannot see every TIME_WAIT everywhere: under Wine every host
-    /// socket has SO_REUSEADDR and binds straight over it).
+    /// The port will be left in TIME_WAIT: keep it out of use until that
+    /// is surely gone, without relying on the free-port check (which cannot
+    /// see every TIME_WAIT everywhere: under Wine every host socket has
+    /// SO_REUSEADDR and binds straight over it).
     pub fn left_time_wait(&mut self) {
         self.quarantine = platform::TIME_WAIT;
     }
@@ -78,7 +79,7 @@ impl Drop for Lease {
 
 /// The unprivileged ports outside the ephemeral range, from 10000 up
 /// (below are well-known services): below it and above it.
-fn choose_segments(ephemeral: Option<(u16, u16)>) -> Vec<(u16, u16)> {
+pub fn choose_segments(ephemeral: Option<(u16, u16)>) -> Vec<(u16, u16)> {
     let (lo, hi) = ephemeral.unwrap_or((32768, 65535));
     let candidates = [
         (10000u16, lo.saturating_sub(1)),
@@ -183,6 +184,16 @@ impl PortPool {
         unreachable!("index within the pool")
     }
 
+    /// A port for `case`, kept out of use after the case when its state
+    /// outlives it (TIME_WAIT).
+    pub fn lease_for(&self, case: &Case) -> Result<Lease, String> {
+        let mut lease = self.take(case.proto)?;
+        if case.state.lingers() {
+            lease.left_time_wait();
+        }
+        Ok(lease)
+    }
+
     /// A port nothing holds for `proto` right now, leased to the caller.
     /// Ports that earlier runs left in TIME_WAIT are passed over; when every
     /// port is busy it waits (bounded) for them to come free.
@@ -202,15 +213,14 @@ impl PortPool {
                 {
                     continue;
                 }
-                let lease = Lease {
-                    port: self.port_at(index),
-                    index,
-                    quarantine: Duration::ZERO,
-                };
-                if is_free(proto, lease.port) {
-                    return Ok(lease);
+                let port = self.port_at(index);
+                if is_free(proto, port) {
+                    return Ok(Lease {
+                        port,
+                        index,
+                        quarantine: Duration::ZERO,
+                    });
                 }
-                std::mem::forget(lease);
                 slot.store(now + RECHECK_MS, Ordering::Relaxed);
             }
             if Instant::now() >= deadline {
@@ -231,12 +241,9 @@ impl PortPool {
 /// or state (TIME_WAIT included). With IPv6, a dual-stack `[::]` covers
 /// both families at once.
 pub fn is_free(proto: Proto, port: u16) -> bool {
-    let ty = match proto {
-        Proto::Tcp => Type::STREAM,
-        Proto::Udp => Type::DGRAM,
-    };
+    let ty = Type::from(proto);
     // A child started right now must not keep the check's socket bound.
-    let _quiet = crate::spawn::sockets();
+    let _quiet = spawn::sockets();
     let attempt = |addr: SocketAddr, dual: bool| {
         Socket::new(Domain::for_address(addr), ty, None)
             .and_then(|s| {
@@ -251,5 +258,33 @@ pub fn is_free(proto: Proto, port: u16) -> bool {
         attempt((Ipv6Addr::UNSPECIFIED, port).into(), true)
     } else {
         attempt((Ipv4Addr::UNSPECIFIED, port).into(), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_segments;
+
+    #[test]
+    fn linux_default_range_leaves_two_segments() {
+        assert_eq!(
+            choose_segments(Some((32768, 60999))),
+            [(10000, 32767), (61000, 65535)]
+        );
+    }
+
+    #[test]
+    fn a_range_up_to_the_top_leaves_the_ports_below_it() {
+        assert_eq!(choose_segments(Some((49152, 65535))), [(10000, 49151)]);
+    }
+
+    #[test]
+    fn a_range_covering_everything_from_10000_falls_back_below_it() {
+        assert_eq!(choose_segments(Some((10000, 65535))), [(1024, 9999)]);
+    }
+
+    #[test]
+    fn an_unknown_range_assumes_the_linux_default_start() {
+        assert_eq!(choose_segments(None), [(10000, 32767)]);
     }
 }

@@ -1,0 +1,33 @@
+//! `addrinuse compare`: recorded platforms side by side.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use addrinuse::report::compare::{self, differences};
+use addrinuse::report::{json, Format};
+
+use super::{Done, Failure};
+
+pub fn exec(dir: Option<PathBuf>, format: Format, out: &mut dyn Write) -> Done {
+    let dir = dir.unwrap_or_else(|| {
+        let here = PathBuf::from("snapshots");
+        if here.is_dir() {
+            here
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots")
+        }
+    });
+    let recorded = compare::load(&dir).map_err(|msg| Failure::Usage(format!("compare: {msg}")))?;
+    match format {
+        Format::Jsonl => {
+            let platforms: Vec<&str> = recorded.keys().map(String::as_str).collect();
+            for d in differences(&recorded) {
+                writeln!(out, "{}", json::difference(&platforms, &d))?;
+            }
+        }
+        Format::Table => write!(out, "{}", compare::report_text(&recorded))?,
+        Format::Markdown => write!(out, "{}", compare::report_markdown(&recorded))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

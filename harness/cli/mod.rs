@@ -1,0 +1,188 @@
+//! The command line: clap types, and one small module per subcommand, each
+//! writing to the `out` that `main` owns. Value lists and their names in
+//! `--help` come from the library's own tables.
+
+mod bench;
+mod compare;
+mod internal;
+mod matrix;
+mod probe;
+mod restart;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use addrinuse::report::Format;
+use addrinuse::scenario::{Family, Group, Holder, Named, Proto, SockOpt, State};
+use clap::{Parser, Subcommand};
+
+/// Why a subcommand did not finish.
+pub enum Failure {
+    /// Bad input: one line, exit code 2.
+    Usage(String),
+    /// Writing the output failed (a closed pipe is not an error).
+    Output(io::Error),
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::Output(e)
+    }
+}
+
+pub type Done = Result<ExitCode, Failure>;
+
+/// clap's first line names the problem; the rest is usage. A value with a
+/// line break in it is taken from the error's context, whole.
+pub fn first_line_of(err: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let context = |kind| match err.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    match (err.kind(), context(ContextKind::InvalidArg)) {
+        (ErrorKind::InvalidValue, Some(arg)) => {
+            if let Some(value) = context(ContextKind::InvalidValue) {
+                return format!("invalid value '{value}' for '{arg}'");
+            }
+        }
+        (ErrorKind::UnknownArgument, Some(arg)) => {
+            return format!("unexpected argument '{arg}' found");
+        }
+        _ => {}
+    }
+    let text = err.to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut first = lines.next().unwrap_or("bad arguments").to_string();
+    if first.ends_with(':') {
+        // "required arguments were not provided:" names them below.
+        first = format!("{first} {}", lines.next().unwrap_or_default());
+    }
+    first.strip_prefix("error: ").unwrap_or(&first).to_string()
+}
+
+fn names<T: Named>() -> String {
+    let names: Vec<&str> = T::ALL.iter().map(|v| v.name()).collect();
+    names.join(", ")
+}
+
+fn after_help() -> String {
+    let options: Vec<&str> = SockOpt::ALL.iter().map(|o| o.short()).collect();
+    format!(
+        "\
+Without filters, the matrix tables are followed by the restart story and the
+Unix-domain socket table; a summary line with counts and timing goes to stderr.
+
+Cells: ok, an error name (EADDRINUSE, ...), bind/listen for TCP (ok/EADDRINUSE: the bind worked,
+listen() failed), skipped[n] or setup-failed[n] with the reason in note n, unsupported (the option
+does not exist on this OS), a trailing ? when the first socket's state could not be verified.
+
+Probe grammar: {grammar}
+  addrinuse probe tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0+reuseaddr
+  addrinuse probe udp bound ::/dual 127.0.0.1+reuseport other-user
+IPv6 addresses need /v6only or /dual; options: {options};
+holders: {holders} (the first is the default; other-user needs root).
+Exit codes: 0 done, 1 the output could not be written, 2 bad input.",
+        grammar = addrinuse::probe::GRAMMAR,
+        options = options.join(", "),
+        holders = names::<Holder>(),
+    )
+}
+
+#[derive(Parser)]
+#[command(
+    name = "addrinuse",
+    version,
+    about = "What this OS answers when a program binds a port that is already taken",
+    after_help = after_help(),
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one case written as text, e.g. `tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0`.
+    Probe {
+        /// PROTO STATE FIRST SECOND [HOLDER] (as separate words or one quoted string).
+        #[arg(required = true, num_args = 1.., value_name = "PROTO STATE FIRST SECOND [HOLDER]")]
+        case: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Read every snapshots/<os>/ folder and show only the cells where the
+    /// recorded platforms disagree, side by side.
+    Compare {
+        /// The snapshots folder (default: ./snapshots, else the one this
+        /// binary was built from).
+        #[arg(long, value_name = "DIR")]
+        snapshots: Option<PathBuf>,
+        /// Output format (markdown writes the page docs/platforms.md holds).
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// The restart story live: an echo server with connected clients goes
+    /// away and a new server process binds the same port at once.
+    Restart(restart::Args),
+    /// Echo server mode for the restart story (internal).
+    #[command(hide = true)]
+    Serve(internal::ServeArgs),
+    /// Holder mode: hold first sockets for a parent addrinuse (internal).
+    #[command(hide = true)]
+    Hold {
+        /// Switch to this unprivileged user before creating any socket.
+        #[arg(long)]
+        as_user: Option<String>,
+    },
+    /// Measure the harness against a bare socket2 loop, per state.
+    Bench {
+        /// Cases per state and per side.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        iterations: u32,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Only this protocol (repeatable).
+    #[arg(long, value_enum)]
+    proto: Vec<Proto>,
+    /// Only this state of the first socket (repeatable; UDP has only bound
+    /// and connected).
+    #[arg(long, value_enum)]
+    state: Vec<State>,
+    /// Only this address group (repeatable).
+    #[arg(long, value_enum)]
+    group: Vec<Group>,
+    /// Only this holder of the first socket (repeatable).
+    #[arg(long, value_enum)]
+    holder: Vec<Holder>,
+    /// Only cases where either socket has this address family (repeatable).
+    #[arg(long, value_enum)]
+    family: Vec<Family>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
+}
+
+/// Run the command line's subcommand, writing its output to `out`.
+pub fn exec(cli: Cli, out: &mut dyn Write) -> Done {
+    match cli.command {
+        None => matrix::exec(cli.run, out),
+        Some(Command::Probe { case, format }) => probe::exec(&case, format, out),
+        Some(Command::Compare { snapshots, format }) => compare::exec(snapshots, format, out),
+        Some(Command::Restart(args)) => restart::exec(args, out),
+        Some(Command::Serve(args)) => internal::serve(args),
+        Some(Command::Hold { as_user }) => internal::hold(as_user),
+        Some(Command::Bench { iterations }) => bench::exec(iterations, out),
+    }
+}

@@ -1,0 +1,260 @@
+//! Platforms side by side: read every `snapshots/<os>/` folder and keep
+//! only the cells where the recorded platforms disagree.
+//!
+//! It reads the snapshot tables back with `Table::parse`, so it compares
+//! exactly what reviewers accepted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::Path;
+
+use super::table::{aligned, Note, Table};
+use super::Recorded;
+
+/// Platforms the project means to record (the GitHub Actions matrix).
+pub const EXPECTED: &[&str] = &["linux", "macos", "windows", "freebsd"];
+
+/// (first key column, second key column or "", answer column)
+pub type CellKey = (String, String, String);
+
+/// One recorded table's answers.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Answers {
+    pub cells: BTreeMap<CellKey, String>,
+    /// The platform ran none of the table's cases: every cell is
+    /// `unsupported`, whichever cell another platform asks about.
+    pub none_run: bool,
+}
+
+impl Answers {
+    fn get(&self, cell: &CellKey) -> String {
+        match self.cells.get(cell) {
+            Some(answer) => answer.clone(),
+            None if self.none_run => "unsupported".into(),
+            None => "-".into(),
+        }
+    }
+}
+
+/// Every platform's tables: os -> table name -> answers.
+pub type RecordedTables = BTreeMap<String, BTreeMap<String, Answers>>;
+
+/// A table's cells by position. Option sets named as not run become
+/// `unsupported` cells, so they compare like any answer.
+pub fn answers(table: &Table) -> Answers {
+    let keys = table.key_columns;
+    let second_key = |row: &[String]| {
+        if keys == 2 {
+            row[1].clone()
+        } else {
+            String::new()
+        }
+    };
+    let mut out = Answers {
+        none_run: table.rows.is_empty(),
+        ..Answers::default()
+    };
+    let mut pairs = BTreeSet::new();
+    let mut row_keys = BTreeSet::new();
+    for row in &table.rows {
+        pairs.insert(row[0].clone());
+        row_keys.insert(second_key(row));
+        for (col, cell) in table.header[keys..].iter().zip(&row[keys..]) {
+            let cell = cell.split('[').next().unwrap_or_default();
+            out.cells
+                .insert((row[0].clone(), second_key(row), col.clone()), cell.into());
+        }
+    }
+    let mut cols: BTreeSet<String> = table.header.iter().skip(keys).cloned().collect();
+    for note in &table.notes {
+        if let Note::NotRun { left_out, .. } = note {
+            cols.extend(left_out.iter().cloned());
+            row_keys.extend(left_out.iter().cloned());
+        }
+    }
+    for pair in &pairs {
+        for first in &row_keys {
+            for second in &cols {
+                out.cells
+                    .entry((pair.clone(), first.clone(), second.clone()))
+                    .or_insert_with(|| "unsupported".into());
+            }
+        }
+    }
+    out
+}
+
+/// The table in one snapshot file (insta's header, then the table).
+pub fn parse_snapshot(name: &str, text: &str) -> Result<Table, String> {
+    let recorded = Recorded::from_name(name)
+        .ok_or_else(|| format!("{name} is not a table this version of addrinuse knows"))?;
+    let text = text.replace("\r\n", "\n");
+    // insta's header sits between the first two `---` lines.
+    let body = text.splitn(3, "---\n").nth(2).ok_or("no insta header")?;
+    Table::parse(body, recorded.key_columns())
+}
+
+/// Read `dir/<os>/*.snap` for every OS folder there.
+pub fn load(dir: &Path) -> Result<RecordedTables, String> {
+    let mut recorded = RecordedTables::new();
+    let entries = fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let os = entry.file_name().to_string_lossy().into_owned();
+        let mut tables = BTreeMap::new();
+        let files = fs::read_dir(entry.path()).map_err(|e| format!("{os}: {e}"))?;
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let Some(table) = name.strip_suffix(".snap") else {
+                continue;
+            };
+            let text = fs::read_to_string(file.path()).map_err(|e| format!("{os}/{name}: {e}"))?;
+            let parsed = parse_snapshot(table, &text).map_err(|e| format!("{os}/{name}: {e}"))?;
+            tables.insert(table.to_string(), answers(&parsed));
+        }
+        if !tables.is_empty() {
+            recorded.insert(os, tables);
+        }
+    }
+    Ok(recorded)
+}
+
+/// One disagreement: a cell and each platform's answer ("-" where a
+/// platform has no such cell).
+pub struct Difference {
+    pub table: String,
+    pub cell: CellKey,
+    pub answers: Vec<String>,
+}
+
+/// The cells where recorded platforms disagree. A trailing `?` (state not
+/// verified) does not count as a different answer.
+pub fn differences(recorded: &RecordedTables) -> Vec<Difference> {
+    let table_names: BTreeSet<&String> = recorded.values().flat_map(|t| t.keys()).collect();
+    let mut out = Vec::new();
+    for name in table_names {
+        let cells: BTreeSet<&CellKey> = (recorded.values())
+            .filter_map(|t| t.get(name))
+            .flat_map(|t| t.cells.keys())
+            .collect();
+        for cell in cells {
+            let answers: Vec<String> = (recorded.values())
+                .map(|t| t.get(name).map_or_else(|| "-".into(), |a| a.get(cell)))
+                .collect();
+            let distinct: BTreeSet<&str> =
+                answers.iter().map(|a| a.trim_end_matches('?')).collect();
+            if distinct.len() > 1 {
+                out.push(Difference {
+                    table: name.clone(),
+                    cell: cell.clone(),
+                    answers,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Platforms the project expects but nobody has recorded yet.
+pub fn unrecorded(recorded: &RecordedTables) -> Vec<&'static str> {
+    EXPECTED
+        .iter()
+        .copied()
+        .filter(|os| !recorded.contains_key(*os))
+        .collect()
+}
+
+/// The status lines above the differences: who is recorded, who is not.
+fn status(recorded: &RecordedTables) -> Vec<String> {
+    let names: Vec<&str> = recorded.keys().map(String::as_str).collect();
+    let mut lines = vec![format!(
+        "recorded: {}",
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    )];
+    let missing = unrecorded(recorded);
+    if !missing.is_empty() {
+        lines.push(format!(
+            "no record yet: {} (see README, 'Recording a platform')",
+            missing.join(", ")
+        ));
+    }
+    lines
+}
+
+/// One `Table` per matrix table with differences: a row per cell.
+pub fn tables(recorded: &RecordedTables) -> Vec<Table> {
+    let platforms: Vec<String> = recorded.keys().cloned().collect();
+    let mut by_table: BTreeMap<String, Vec<Difference>> = BTreeMap::new();
+    for d in differences(recorded) {
+        by_table.entry(d.table.clone()).or_default().push(d);
+    }
+    by_table
+        .into_iter()
+        .map(|(name, diffs)| {
+            let header = ["first -> second", "first options", "second options"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(platforms.iter().cloned())
+                .collect();
+            let mut t = Table::new(vec![name], 3, header);
+            t.rows = diffs
+                .into_iter()
+                .map(|d| {
+                    let (pair, first, second) = d.cell;
+                    [pair, first, second].into_iter().chain(d.answers).collect()
+                })
+                .collect();
+            t
+        })
+        .collect()
+}
+
+/// The comparison as text.
+pub fn report_text(recorded: &RecordedTables) -> String {
+    let mut out = status(recorded).join("\n") + "\n";
+    if recorded.len() < 2 {
+        out.push_str("\nNothing to compare: at least two platforms must be recorded.\n");
+        return out;
+    }
+    let tables = tables(recorded);
+    let count: usize = tables.iter().map(|t| t.rows.len()).sum();
+    out.push_str(&format!("\ncells that differ between platforms: {count}\n"));
+    for t in tables {
+        out.push_str(&format!("\n{}\n", t.heading[0]));
+        let grid: Vec<Vec<String>> = std::iter::once(t.header).chain(t.rows).collect();
+        out.push_str(&aligned(&grid, "  "));
+    }
+    out
+}
+
+/// The comparison as the markdown page `docs/platforms.md` holds.
+pub fn report_markdown(recorded: &RecordedTables) -> String {
+    let mut out = String::from(
+        "# Where platforms disagree\n\n\
+         Generated by `addrinuse compare --format markdown` from the reviewed snapshots in \
+         `snapshots/<os>/`; every answer is a recorded kernel answer, not a prediction.\n\n",
+    );
+    for line in status(recorded) {
+        out.push_str(&format!("{line}\n\n"));
+    }
+    if recorded.len() < 2 {
+        out.push_str("\nNothing to compare: at least two platforms must be recorded.\n");
+        return out;
+    }
+    let tables = tables(recorded);
+    let count: usize = tables.iter().map(|t| t.rows.len()).sum();
+    out.push_str(&format!("\ncells that differ between platforms: {count}\n"));
+    for t in tables {
+        let mut md = t.to_markdown();
+        // A section per table: `## name`, not the `###` of a matrix table.
+        md.replace_range(..3, "##");
+        out.push_str(&format!("\n{md}"));
+    }
+    out
+}

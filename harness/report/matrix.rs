@@ -1,0 +1,323 @@
+//! The matrix's tables: one `Table` per (protocol, state, holder, address
+//! group), and the restart question answered from the records.
+//!
+//! Each line names its own row (address pair and first socket's options),
+//! so a snapshot diff after a kernel change points at the exact cells that
+//! moved.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::table::{Note, Table};
+use crate::outcome::{Outcome, Record, Skip, StateCheck};
+use crate::platform;
+use crate::scenario::{Endpoint, Holder, Named, Options, Proto, SockOpt, State, TableKey};
+
+/// Matrix tables name a row by address pair and first socket's options.
+pub const KEY_COLUMNS: usize = 2;
+
+/// Records sorted into their tables, in report order.
+pub fn tables(records: &[Record]) -> BTreeMap<TableKey, Vec<&Record>> {
+    let mut map: BTreeMap<TableKey, Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        map.entry(r.case.table()).or_default().push(r);
+    }
+    map
+}
+
+fn title(key: &TableKey) -> String {
+    format!(
+        "{} / first socket {}, held by {} / {} addresses",
+        key.proto.name(),
+        key.state.name(),
+        key.holder.name(),
+        key.group.name()
+    )
+}
+
+fn legend(key: &TableKey) -> String {
+    let what = if key.proto == Proto::Tcp {
+        "cell = second socket's bind()/listen() result (listen only tried after a bind that worked)"
+    } else {
+        "cell = second socket's bind() result"
+    };
+    format!(
+        "{what}; rows = address pair and first socket's options; columns = second socket's options"
+    )
+}
+
+/// Index of `item` in `list`, appending it if new.
+fn position<T: PartialEq>(list: &mut Vec<T>, item: T) -> usize {
+    match list.iter().position(|x| *x == item) {
+        Some(i) => i,
+        None => {
+            list.push(item);
+            list.len() - 1
+        }
+    }
+}
+
+/// One table of the matrix. Rows and columns keep the matrix order; an
+/// option set the platform lacks entirely (every cell `unsupported`) is
+/// left out and named once below the grid instead of filling it.
+pub fn table(key: &TableKey, records: &[&Record]) -> Table {
+    let mut columns: Vec<Options> = Vec::new();
+    let mut rows: Vec<(Endpoint, Endpoint, Options)> = Vec::new();
+    let mut cells: BTreeMap<(usize, usize), &Outcome> = BTreeMap::new();
+    for r in records {
+        let col = position(&mut columns, r.case.second.options);
+        let row = position(
+            &mut rows,
+            (
+                r.case.first.endpoint,
+                r.case.second.endpoint,
+                r.case.first.options,
+            ),
+        );
+        cells.insert((row, col), &r.outcome);
+    }
+    let all_unsupported = |pick: &dyn Fn(usize, usize) -> bool| {
+        (cells.iter())
+            .filter(|((r, c), _)| pick(*r, *c))
+            .all(|(_, o)| o.is_unsupported())
+    };
+    let keep_col: Vec<bool> = (0..columns.len())
+        .map(|c| !all_unsupported(&|_, cc| cc == c))
+        .collect();
+    let keep_row: Vec<bool> = (0..rows.len())
+        .map(|r| !all_unsupported(&|rr, _| rows[rr].2 == rows[r].2))
+        .collect();
+    let mut dropped: Vec<Options> = Vec::new();
+    for (c, _) in keep_col.iter().enumerate().filter(|(_, keep)| !**keep) {
+        position(&mut dropped, columns[c]);
+    }
+    for (r, _) in keep_row.iter().enumerate().filter(|(_, keep)| !**keep) {
+        position(&mut dropped, rows[r].2);
+    }
+
+    let mut header = vec!["first -> second".to_string(), "first options".to_string()];
+    header.extend(
+        (columns.iter().zip(&keep_col))
+            .filter(|(_, keep)| **keep)
+            .map(|(c, _)| c.to_string()),
+    );
+    let mut table = Table::new(vec![title(key), legend(key)], KEY_COLUMNS, header);
+    let mut unverified = false;
+    for (ri, (a, b, opts)) in rows.iter().enumerate().filter(|(ri, _)| keep_row[*ri]) {
+        let mut line = vec![format!("{a} -> {b}"), opts.to_string()];
+        for ci in (0..columns.len()).filter(|ci| keep_col[*ci]) {
+            let Some(outcome) = cells.get(&(ri, ci)) else {
+                line.push("-".to_string());
+                continue;
+            };
+            let mut cell = outcome.cell();
+            unverified |= matches!(
+                outcome,
+                Outcome::Ran {
+                    check: StateCheck::Unverified,
+                    ..
+                }
+            );
+            if let Some(reason) = outcome.reason().filter(|_| !outcome.is_unsupported()) {
+                write!(cell, "[{}]", table.footnote(reason)).unwrap();
+            }
+            line.push(cell);
+        }
+        table.rows.push(line);
+    }
+
+    // Why the platform lacks what some cases ask for (other than options).
+    let mut not_here: Vec<&'static str> = Vec::new();
+    for outcome in cells.values() {
+        if let Outcome::Skipped(Skip::NotOnPlatform(why)) = outcome {
+            position(&mut not_here, *why);
+        }
+    }
+    for why in not_here {
+        let line = format!("unsupported on {}: {why}", platform::OS);
+        table.notes.push(Note::Text(line));
+    }
+    // A table the platform cannot run at all needs no list of option sets.
+    if !dropped.is_empty() && !table.rows.is_empty() {
+        table.notes.push(Note::NotRun {
+            os: platform::OS.to_string(),
+            left_out: dropped.iter().map(Options::to_string).collect(),
+        });
+    }
+    if unverified {
+        table.notes.push(Note::Text(
+            "? = the first socket's state could not be verified on this platform".into(),
+        ));
+    }
+    table
+}
+
+/// The question everyone arrives with, answered from the records: can a
+/// restarted server bind while old connections sit in TIME_WAIT (or are
+/// still open), and which side must set SO_REUSEADDR?
+pub fn restart_summary(records: &[Record]) -> Option<String> {
+    let any = Endpoint {
+        ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+        v6only: None,
+    };
+    let plain = Options::NONE;
+    let reuse = Options::NONE.with(SockOpt::ReuseAddr);
+    // A restarted server is another process than the old one; fall back to
+    // same-process cases when other holders were filtered out.
+    let holder = if records
+        .iter()
+        .any(|r| r.case.holder == Holder::OtherProcess)
+    {
+        Holder::OtherProcess
+    } else {
+        Holder::SameProcess
+    };
+    let find = |state: State, old: Options, new: Options| {
+        records.iter().find(|r| {
+            r.case.holder == holder
+                && r.case.proto == Proto::Tcp
+                && r.case.state == state
+                && r.case.first.endpoint == any
+                && r.case.second.endpoint == any
+                && r.case.first.options == old
+                && r.case.second.options == new
+        })
+    };
+    let mut out = String::new();
+    for (state, what) in [
+        (State::TimeWait, "old connections sit in TIME_WAIT"),
+        (
+            State::Established,
+            "old connections are still open (ESTABLISHED)",
+        ),
+    ] {
+        if find(state, plain, plain).is_none() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        writeln!(
+            out,
+            "Can a restarted TCP server bind 0.0.0.0:port while {what}?"
+        )
+        .unwrap();
+        for (old, new) in [
+            (plain, plain),
+            (plain, reuse),
+            (reuse, plain),
+            (reuse, reuse),
+        ] {
+            let answer = find(state, old, new).map_or("not run".into(), |r| r.outcome.cell());
+            writeln!(
+                out,
+                "  old server {:<9}  new server {:<9}  -> {answer}",
+                old.to_string(),
+                new.to_string()
+            )
+            .unwrap();
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::OsError;
+    use crate::scenario::{Selection, TableKey};
+
+    fn key() -> TableKey {
+        TableKey::all()[0]
+    }
+
+    /// Records for every case of the first table, answered by `answer`.
+    fn records(answer: impl Fn(&crate::scenario::Case) -> Outcome) -> Vec<Record> {
+        Selection::table(&key())
+            .cases()
+            .into_iter()
+            .map(|case| Record {
+                outcome: answer(&case),
+                case,
+                port: None,
+            })
+            .collect()
+    }
+
+    fn ran() -> Outcome {
+        Outcome::Ran {
+            bind: Err(OsError { code: 98 }),
+            listen: None,
+            check: StateCheck::Verified,
+        }
+    }
+
+    #[test]
+    fn option_sets_the_platform_lacks_are_left_out_and_named() {
+        let records = records(|c| {
+            match c
+                .second
+                .options
+                .iter()
+                .chain(c.first.options.iter())
+                .find(|o| *o == SockOpt::ReusePortLb)
+            {
+                Some(opt) => Outcome::Skipped(Skip::Unsupported(opt)),
+                None => ran(),
+            }
+        });
+        let rows: Vec<&Record> = records.iter().collect();
+        let t = table(&key(), &rows);
+        assert!(
+            !t.header.contains(&"reuseport_lb".to_string()),
+            "{:?}",
+            t.header
+        );
+        assert!(t.rows.iter().all(|r| r[1] != "reuseport_lb"));
+        assert_eq!(
+            t.notes,
+            [Note::NotRun {
+                os: platform::OS.into(),
+                left_out: vec!["reuseport_lb".into()]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_table_the_platform_cannot_run_has_no_rows_and_says_why() {
+        let records = records(|_| Outcome::Skipped(Skip::NotOnPlatform("no such holder here")));
+        let rows: Vec<&Record> = records.iter().collect();
+        let t = table(&key(), &rows);
+        assert!(t.rows.is_empty());
+        assert_eq!(
+            t.notes,
+            [Note::Text(format!(
+                "unsupported on {}: no such holder here",
+                platform::OS
+            ))]
+        );
+    }
+
+    #[test]
+    fn reasons_become_numbered_footnotes_and_unverified_cells_are_marked() {
+        let records = records(|c| {
+            if c.second.options == Options::NONE {
+                Outcome::SetupFailed("accept(): ETIMEDOUT".into())
+            } else {
+                Outcome::Ran {
+                    bind: Ok(()),
+                    listen: None,
+                    check: StateCheck::Unverified,
+                }
+            }
+        });
+        let rows: Vec<&Record> = records.iter().collect();
+        let t = table(&key(), &rows);
+        assert_eq!(t.footnotes, ["accept(): ETIMEDOUT"]);
+        assert_eq!(t.rows[0][2], "setup-failed[1]");
+        assert_eq!(t.rows[0][3], "ok?");
+        assert!(t.notes.contains(&Note::Text(
+            "? = the first socket's state could not be verified on this platform".into()
+        )));
+    }
+}

@@ -1,0 +1,121 @@
+//! What people and machines read: tables (the snapshot format), the page
+//! header, JSON lines, and platforms side by side.
+
+pub mod compare;
+pub mod header;
+pub mod json;
+pub mod matrix;
+pub mod table;
+
+pub use table::Table;
+
+use std::time::Duration;
+
+use crate::outcome::{Outcome, Record, Skip, StateCheck};
+use crate::platform;
+use crate::probe;
+use crate::scenario::{Named, TableKey};
+use crate::stories::{restart, unix_sockets};
+
+/// Output formats of the `addrinuse` command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text tables.
+    Table,
+    /// Markdown tables (for a page or an issue).
+    Markdown,
+    /// One JSON object per case.
+    Jsonl,
+}
+
+impl Format {
+    pub fn write(self, table: &Table) -> String {
+        match self {
+            Format::Markdown => table.to_markdown(),
+            _ => table.to_text(),
+        }
+    }
+}
+
+/// Every table a platform records in `snapshots/<os>/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    Matrix(TableKey),
+    Restart,
+    UnixSockets,
+}
+
+impl Recorded {
+    /// Every recorded table, matrix tables first.
+    pub fn all() -> Vec<Recorded> {
+        let mut all: Vec<Recorded> = TableKey::all().into_iter().map(Recorded::Matrix).collect();
+        all.extend([Recorded::Restart, Recorded::UnixSockets]);
+        all
+    }
+
+    /// The snapshot's file name without `.snap`.
+    pub fn name(&self) -> String {
+        match self {
+            Recorded::Matrix(key) => key.name(),
+            Recorded::Restart => "restart".into(),
+            Recorded::UnixSockets => "unix-sockets".into(),
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Recorded> {
+        Recorded::all().into_iter().find(|r| r.name() == name)
+    }
+
+    /// How many leading columns of the table name a row.
+    pub fn key_columns(&self) -> usize {
+        match self {
+            Recorded::Matrix(_) => matrix::KEY_COLUMNS,
+            Recorded::Restart => restart::KEY_COLUMNS,
+            Recorded::UnixSockets => unix_sockets::KEY_COLUMNS,
+        }
+    }
+}
+
+/// One case as `addrinuse probe` prints it.
+pub fn probe_text(record: &Record) -> String {
+    let case = &record.case;
+    let o = &record.outcome;
+    let mut out = format!(
+        "{}\n  second socket: bind {}",
+        probe::format(case),
+        o.bind_word()
+    );
+    if let Some(listen) = o.listen_word() {
+        out.push_str(&format!(", listen {listen}"));
+    }
+    out.push('\n');
+    if let Some(reason) = o.reason() {
+        out.push_str(&format!("  reason: {reason}\n"));
+    }
+    if let Outcome::Ran { check, .. } = o {
+        let how = match check {
+            StateCheck::Verified => "verified",
+            StateCheck::Unverified => "not verified",
+        };
+        out.push_str(&format!(
+            "  first socket {}: {how} ({})\n",
+            case.state.name(),
+            platform::STATE_CHECK
+        ));
+    }
+    out
+}
+
+/// `9072 ran, 18711 unsupported, 0 skipped, 0 setup-failed: 27783 cases in 0.21 s on 2 threads`
+pub fn summary(records: &[Record], elapsed: Duration, threads: usize) -> String {
+    let count = |f: &dyn Fn(&Outcome) -> bool| records.iter().filter(|r| f(&r.outcome)).count();
+    format!(
+        "{} ran, {} unsupported, {} skipped, {} setup-failed: {} cases in {:.2} s on {threads} threads",
+        count(&|o| matches!(o, Outcome::Ran { .. } | Outcome::Refused { .. })),
+        count(&|o| o.is_unsupported()),
+        count(&|o| matches!(o, Outcome::Skipped(Skip::Unavailable(_)))),
+        count(&|o| matches!(o, Outcome::SetupFailed(_))),
+        records.len(),
+        elapsed.as_secs_f64(),
+    )
+}

@@ -1,0 +1,364 @@
+//! First sockets held by another process: the suite's own binary, re-run in
+//! holder mode (`addrinuse hold`), brings a whole batch of first sockets into
+//! their states and reports over a pipe, so a batch costs one process start.
+//!
+//! The conversation, one line each way:
+//!
+//! ```text
+//! child  -> ADDRINUSE-HOLDER 1               (after switching user, if asked)
+//! parent -> CASE <index> <port> <probe text>  (one per case)
+//! parent -> GO
+//! child  -> HELD <index> verified|unverified | UNSUPPORTED <index> <option>
+//!         | REFUSED <index> <side> <option> <code> | FAILED <index> <reason>
+//! child  -> READY
+//!           (the parent binds every second socket; for bound-then-listen:)
+//! parent -> LISTEN <index>
+//! child  -> LISTENED ok | LISTENED <reason>
+//! parent -> RELEASE                           (or closes the pipe)
+//! child  -> RELEASED, then exits
+//! ```
+//!
+//! Every wait of the parent is bounded; a child that dies or hangs makes its
+//! cases `setup-failed` and is killed, never left behind.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, BufRead, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::state;
+use crate::outcome::{OsError, SetupError, Side, StateCheck};
+use crate::platform;
+use crate::probe;
+use crate::scenario::{Case, Holder, SockOpt};
+use crate::spawn::{self, ChildProcess};
+
+const HELLO: &str = "ADDRINUSE-HOLDER 1";
+
+/// The unprivileged user an `other-user` holder switches to.
+macro_rules! other_user {
+    () => {
+        "nobody"
+    };
+}
+pub const OTHER_USER: &str = other_user!();
+
+/// Why `other-user` holders cannot run here, if so.
+pub const NO_OTHER_USER: &str = concat!(
+    "other-user needs root: the holder process switches to the unprivileged user ",
+    other_user!()
+);
+
+/// The longest a batch may take from spawn to READY.
+const BATCH_DEADLINE: Duration = Duration::from_secs(60);
+
+/// What the child says about one case of the batch.
+#[derive(Debug, PartialEq, Eq)]
+struct Held {
+    index: usize,
+    result: Result<StateCheck, SetupError>,
+}
+
+impl fmt::Display for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = self.index;
+        match &self.result {
+            Ok(StateCheck::Verified) => write!(f, "HELD {i} verified"),
+            Ok(StateCheck::Unverified) => write!(f, "HELD {i} unverified"),
+            Err(SetupError::Unsupported(opt)) => write!(f, "UNSUPPORTED {i} {}", opt.short()),
+            Err(SetupError::Refused(side, opt, err)) => {
+                write!(
+                    f,
+                    "REFUSED {i} {} {} {}",
+                    side.name(),
+                    opt.short(),
+                    err.code
+                )
+            }
+            // One line per reply, whatever the reason says.
+            Err(SetupError::Failed(why)) => write!(f, "FAILED {i} {}", one_line(why)),
+        }
+    }
+}
+
+impl std::str::FromStr for Held {
+    type Err = String;
+
+    fn from_str(line: &str) -> Result<Held, String> {
+        let bad = || format!("the holder process said something unexpected: {line}");
+        let mut words = line.splitn(3, ' ');
+        let kind = words.next().ok_or_else(bad)?;
+        let index: usize = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+        let rest = words.next().unwrap_or_default();
+        let option = |name: &str| SockOpt::from_short(name).ok_or_else(bad);
+        let result = match (kind, rest) {
+            ("HELD", "verified") => Ok(StateCheck::Verified),
+            ("HELD", "unverified") => Ok(StateCheck::Unverified),
+            ("UNSUPPORTED", opt) => Err(SetupError::Unsupported(option(opt)?)),
+            ("REFUSED", rest) => {
+                let parts: Vec<&str> = rest.split(' ').collect();
+                let [side, opt, code] = parts[..] else {
+                    return Err(bad());
+                };
+                let side = match side {
+                    "first" => Side::First,
+                    "second" => Side::Second,
+                    _ => return Err(bad()),
+                };
+                let code = code.parse().map_err(|_| bad())?;
+                Err(SetupError::Refused(side, option(opt)?, OsError { code }))
+            }
+            ("FAILED", why) => Err(SetupError::Failed(why.to_string())),
+            _ => return Err(bad()),
+        };
+        Ok(Held { index, result })
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
+
+/// A batch of first sockets held by a child process, for the parent's run.
+pub struct Child {
+    /// `None` when the process never started.
+    process: Option<ChildProcess>,
+    results: Vec<Option<Result<StateCheck, SetupError>>>,
+    /// Why a case has no result: the conversation broke off.
+    broken: Option<String>,
+    deadline: Instant,
+}
+
+impl Child {
+    /// Start a holder for `cases` (all of one holder) and wait, bounded,
+    /// until it holds every first socket it could.
+    pub fn start(holder: Holder, cases: &[(Case, u16)]) -> Child {
+        let mut child = Child {
+            process: None,
+            results: (0..cases.len()).map(|_| None).collect(),
+            broken: None,
+            deadline: Instant::now() + BATCH_DEADLINE,
+        };
+        if let Err(why) = child.converse(holder, cases) {
+            child.broken = Some(why);
+        }
+        child
+    }
+
+    fn converse(&mut self, holder: Holder, cases: &[(Case, u16)]) -> Result<(), String> {
+        let mut command = Command::new(spawn::program()?);
+        command.arg("hold");
+        if holder == Holder::OtherUser {
+            command.args(["--as-user", OTHER_USER]);
+        }
+        let process = self
+            .process
+            .insert(ChildProcess::start(&mut command, "the holder process")?);
+        let hello = process.line(self.deadline)?;
+        if hello != HELLO {
+            return Err(format!("the holder process failed to start: {hello}"));
+        }
+        let mut request = String::new();
+        for (i, (case, port)) in cases.iter().enumerate() {
+            let mut as_own = *case;
+            as_own.holder = Holder::SameProcess;
+            request.push_str(&format!("CASE {i} {port} {}\n", probe::format(&as_own)));
+        }
+        request.push_str("GO\n");
+        process.send(&request)?;
+        loop {
+            let line = process.line(self.deadline)?;
+            if line == "READY" {
+                return Ok(());
+            }
+            let held: Held = line.parse()?;
+            let slot = self
+                .results
+                .get_mut(held.index)
+                .ok_or_else(|| format!("the holder process answered for case {}", held.index))?;
+            *slot = Some(held.result);
+        }
+    }
+}
+
+impl super::Holding for Child {
+    fn hold(&mut self, i: usize) -> Result<StateCheck, SetupError> {
+        match self.results.get_mut(i).and_then(Option::take) {
+            Some(result) => result,
+            None => {
+                Err(SetupError::Failed(self.broken.clone().unwrap_or_else(
+                    || "the holder process gave no answer".into(),
+                )))
+            }
+        }
+    }
+
+    fn first_listens(&mut self, i: usize) -> Result<(), String> {
+        let process = self.process.as_mut().ok_or("the holder process is gone")?;
+        process.send(&format!("LISTEN {i}\n"))?;
+        match process.line(self.deadline)?.split_once(' ') {
+            Some(("LISTENED", "ok")) => Ok(()),
+            Some(("LISTENED", why)) => Err(why.to_string()),
+            _ => Err("the holder process did not answer LISTEN".into()),
+        }
+    }
+
+    fn release(&mut self, _i: usize) {
+        // The child holds the whole batch until `Drop`.
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.as_mut() {
+            let _ = process.send("RELEASE\n");
+            // Wait (bounded) for the child to let go, so that the ports are
+            // free when this returns; dropping the process kills it otherwise.
+            let _ = process.line(Instant::now() + Duration::from_secs(5));
+        }
+    }
+}
+
+/// Holder mode (`addrinuse hold`): speak the protocol above on stdin and
+/// stdout. Returns when the parent releases the sockets or goes away.
+pub fn serve(as_user: Option<&str>) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if let Some(user) = as_user {
+        if let Err(e) = platform::become_user(user) {
+            writeln!(out, "FATAL cannot switch to user {user}: {e}")?;
+            return Ok(());
+        }
+    }
+    writeln!(out, "{HELLO}")?;
+    out.flush()?;
+    // Index in the request -> the held first socket.
+    let mut held = BTreeMap::new();
+    let mut replies = String::new();
+    let stdin = io::stdin();
+    let mut lines = stdin.lock().lines();
+    for line in lines.by_ref() {
+        let line = line?;
+        if line == "GO" {
+            break;
+        }
+        let (index, result) = match parse_request(&line) {
+            Ok((index, case, port)) => (
+                index,
+                state::hold(&case, port).map(|h| {
+                    let check = h.check;
+                    held.insert(index, h);
+                    check
+                }),
+            ),
+            Err((index, why)) => (index, Err(SetupError::Failed(why))),
+        };
+        replies.push_str(&format!("{}\n", Held { index, result }));
+    }
+    replies.push_str("READY\n");
+    out.write_all(replies.as_bytes())?;
+    out.flush()?;
+    // Hold everything until the parent says so (or its end of the pipe
+    // closes, which also ends this loop).
+    for line in lines {
+        let line = line?;
+        if line == "RELEASE" {
+            break;
+        }
+        if let Some(index) = line.strip_prefix("LISTEN ") {
+            let answer = match index.parse().ok().and_then(|i: usize| held.get(&i)) {
+                Some(h) => h
+                    .first_listens()
+                    .map_or_else(|why| one_line(&why), |()| "ok".into()),
+                None => format!("no first socket {index} is held"),
+            };
+            writeln!(out, "LISTENED {answer}")?;
+            out.flush()?;
+        }
+    }
+    drop(held);
+    writeln!(out, "RELEASED")?;
+    Ok(())
+}
+
+/// `CASE <index> <port> <probe text>`, or the index and why not.
+fn parse_request(line: &str) -> Result<(usize, Case, u16), (usize, String)> {
+    let mut words = line.splitn(4, ' ');
+    let (Some("CASE"), Some(index), Some(port), Some(text)) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return Err((0, format!("bad request: {line}")));
+    };
+    let index: usize = index
+        .parse()
+        .map_err(|_| (0, format!("bad request: {line}")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| (index, format!("bad port {port}")))?;
+    let words: Vec<String> = text.split(' ').map(String::from).collect();
+    let case = probe::parse(&words).map_err(|why| (index, format!("bad case: {why}")))?;
+    Ok((index, case, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::matrix;
+
+    #[test]
+    fn every_reply_reads_back_as_written() {
+        let replies = [
+            Ok(StateCheck::Verified),
+            Ok(StateCheck::Unverified),
+            Err(SetupError::Unsupported(SockOpt::ReusePortLb)),
+            Err(SetupError::Refused(
+                Side::Second,
+                SockOpt::ExclusiveAddrUse,
+                OsError { code: 10022 },
+            )),
+            Err(SetupError::Failed("accept(): ETIMEDOUT".into())),
+        ];
+        for (index, result) in replies.into_iter().enumerate() {
+            let held = Held { index, result };
+            let line = held.to_string();
+            assert_eq!(line.parse::<Held>(), Ok(held), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_reason_with_line_breaks_stays_one_reply() {
+        let held = Held {
+            index: 7,
+            result: Err(SetupError::Failed("two\nlines".into())),
+        };
+        assert_eq!(held.to_string(), "FAILED 7 two lines");
+    }
+
+    #[test]
+    fn garbled_replies_are_errors_not_panics() {
+        for line in [
+            "",
+            "HELD",
+            "HELD x verified",
+            "HELD 1 maybe",
+            "REFUSED 1 first",
+            "NOPE 1",
+        ] {
+            assert!(line.parse::<Held>().is_err(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn requests_carry_any_case_of_the_matrix() {
+        for case in matrix().into_iter().step_by(97) {
+            let mut own = case;
+            own.holder = Holder::SameProcess;
+            let line = format!("CASE 3 10001 {}", probe::format(&own));
+            assert_eq!(parse_request(&line), Ok((3, own, 10001)));
+        }
+        assert_eq!(
+            parse_request("CASE 3 99999 tcp bound 127.0.0.1 127.0.0.1"),
+            Err((3, "bad port 99999".into()))
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! Running cases: one path for every case, whoever holds the first socket.
+//!
+//! precheck → a leased port → the first socket held (here or by a child
+//! process, through `Holding`) → the second bind → release.
+
+mod holder;
+pub mod ports;
+pub mod second;
+pub mod setup;
+pub mod state;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+
+pub use holder::{serve as serve_holder, NO_OTHER_USER, OTHER_USER};
+
+use crate::host;
+use crate::outcome::{Outcome, Record, SetupError, Skip, StateCheck};
+use crate::platform;
+use crate::scenario::{Case, Holder};
+use crate::spawn;
+
+/// Why a case cannot run on this machine at all, before any syscall.
+pub fn precheck(case: &Case) -> Option<Skip> {
+    let caps = host::capabilities();
+    for spec in [&case.first, &case.second] {
+        if let Some(opt) = spec.options.iter().find(|&o| !platform::supports(o)) {
+            return Some(Skip::Unsupported(opt));
+        }
+    }
+    if let Some(skip) = caps.lacks_holder(case.holder) {
+        return Some(skip);
+    }
+    [&case.first, &case.second]
+        .iter()
+        .find_map(|spec| caps.lacks(&spec.endpoint))
+        .map(Skip::Unavailable)
+}
+
+/// Who holds the first sockets of a run of cases: this process, or a
+/// child process that holds the whole run at once.
+trait Holding {
+    /// Case `i`'s first socket in its state, or why not.
+    fn hold(&mut self, i: usize) -> Result<StateCheck, SetupError>;
+    /// `bound-then-listen`: case `i`'s first socket listens now.
+    fn first_listens(&mut self, i: usize) -> Result<(), String>;
+    /// Case `i` is done: let its first socket go.
+    fn release(&mut self, i: usize);
+}
+
+/// First sockets held by this process, one case at a time.
+struct Here<'a> {
+    cases: &'a [(Case, u16)],
+    held: Option<setup::Held>,
+}
+
+impl Holding for Here<'_> {
+    fn hold(&mut self, i: usize) -> Result<StateCheck, SetupError> {
+        let (case, port) = &self.cases[i];
+        let held = self.held.insert(state::hold(case, *port)?);
+        Ok(held.check)
+    }
+
+    fn first_listens(&mut self, _i: usize) -> Result<(), String> {
+        match &self.held {
+            Some(held) => held.first_listens(),
+            None => Err("no first socket is held".into()),
+        }
+    }
+
+    fn release(&mut self, _i: usize) {
+        self.held = None;
+    }
+}
+
+/// Run one case: a fresh port, the first socket in its state, the second
+/// bind, then everything torn down.
+pub fn run_case(case: &Case) -> Record {
+    run_unit(std::slice::from_ref(case)).remove(0)
+}
+
+/// Run cases that share a holder: here one by one, or through one child
+/// process that holds them all.
+fn run_unit(cases: &[Case]) -> Vec<Record> {
+    let mut records: Vec<Record> = Vec::with_capacity(cases.len());
+    let mut leases = Vec::new();
+    // (index in `records`, (case, port)) of the cases that go ahead.
+    let mut jobs = Vec::new();
+    for case in cases {
+        let outcome = match precheck(case) {
+            Some(skip) => Some(Outcome::Skipped(skip)),
+            None => match ports::pool().lease_for(case) {
+                Ok(lease) => {
+                    jobs.push((records.len(), (*case, lease.port())));
+                    leases.push(lease);
+                    None
+                }
+                Err(why) => Some(Outcome::SetupFailed(why)),
+            },
+        };
+        records.push(Record {
+            case: *case,
+            // A placeholder until the case has run.
+            outcome: outcome.unwrap_or_else(|| Outcome::SetupFailed(String::new())),
+            port: None,
+        });
+    }
+    let pairs: Vec<(Case, u16)> = jobs.iter().map(|(_, pair)| *pair).collect();
+    let mut holding: Box<dyn Holding + '_> = match cases.first().map(|c| c.holder) {
+        Some(Holder::SameProcess) | None => Box::new(Here {
+            cases: &pairs,
+            held: None,
+        }),
+        Some(holder) => Box::new(holder::Child::start(holder, &pairs)),
+    };
+    for (i, (at, (case, port))) in jobs.iter().enumerate() {
+        // No child may start (and inherit sockets) in the middle of a case.
+        let _quiet = spawn::sockets();
+        let outcome = match holding.hold(i) {
+            Ok(check) => second::bind(case, *port, check, &mut || holding.first_listens(i)),
+            Err(e) => e.into(),
+        };
+        holding.release(i);
+        records[*at].outcome = outcome;
+        records[*at].port = Some(*port);
+    }
+    drop(holding);
+    drop(leases);
+    records
+}
+
+/// The second socket of `case` on a port nobody holds: what its bind
+/// answers with no first socket at all.
+pub fn second_bind_alone(case: &Case) -> Outcome {
+    if let Some(skip) = precheck(case) {
+        return Outcome::Skipped(skip);
+    }
+    match ports::pool().lease_for(case) {
+        Ok(lease) => {
+            let _quiet = spawn::sockets();
+            second::bind(case, lease.port(), StateCheck::Verified, &mut || Ok(()))
+        }
+        Err(why) => Outcome::SetupFailed(why),
+    }
+}
+
+/// How many threads `run_all` uses by default: one per core.
+pub fn default_threads() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Cases per child process when another process holds the first sockets:
+/// one process start per batch, and well below the usual limit of 1024
+/// open descriptors (a case holds at most two).
+const BATCH: usize = 128;
+
+/// Cases per unit of work when this process holds them.
+const CHUNK: usize = 32;
+
+/// Split `cases` into units: runs of the same holder, `BATCH` long for
+/// child processes and `CHUNK` long here.
+fn units(cases: &[Case]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < cases.len() {
+        let holder = cases[start].holder;
+        let size = if holder == Holder::SameProcess {
+            CHUNK
+        } else {
+            BATCH
+        };
+        let mut end = start + 1;
+        while end < cases.len() && end - start < size && cases[end].holder == holder {
+            end += 1;
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+/// Run `cases` on `threads` threads; records come back in the order of
+/// `cases`. Each case has its own port, so the answers do not depend on
+/// what runs beside it. `progress` is called with the number of cases done.
+pub fn run_all(cases: &[Case], threads: usize, progress: &(dyn Fn(usize) + Sync)) -> Vec<Record> {
+    let units = units(cases);
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let mut parts: Vec<(usize, Vec<Record>)> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(range) = units.get(n) else {
+                            return mine;
+                        };
+                        let records = run_unit(&cases[range.clone()]);
+                        let count = records.len();
+                        mine.push((range.start, records));
+                        progress(done.fetch_add(count, Ordering::Relaxed) + count);
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a worker thread panicked"))
+            .collect()
+    });
+    parts.sort_by_key(|(start, _)| *start);
+    parts.into_iter().flat_map(|(_, records)| records).collect()
+}

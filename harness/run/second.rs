@@ -1,0 +1,38 @@
+//! The second socket of a case: options, bind, and for TCP `listen()`.
+
+use std::net::SocketAddr;
+
+use super::setup::{self, BACKLOG};
+use crate::outcome::{OsError, Outcome, Side, StateCheck};
+use crate::scenario::{Case, Proto, State};
+
+/// Bind the second socket of `case` on `port` while the first holds it.
+/// `first_listens` runs between the second socket's bind and its listen:
+/// the `bound-then-listen` state makes the first socket listen there.
+pub fn bind(
+    case: &Case,
+    port: u16,
+    check: StateCheck,
+    first_listens: &mut dyn FnMut() -> Result<(), String>,
+) -> Outcome {
+    let socket = match setup::open(case.proto, &case.second, Side::Second) {
+        Ok(s) => s,
+        Err(e) => return e.into(),
+    };
+    let addr = SocketAddr::new(case.second.endpoint.ip, port);
+    let bind = socket.bind(&addr.into()).map_err(|e| OsError::of(&e));
+    if bind.is_ok() && case.state == State::BoundThenListen {
+        if let Err(why) = first_listens() {
+            return Outcome::SetupFailed(why);
+        }
+    }
+    let listen = match (case.proto, &bind) {
+        (Proto::Tcp, Ok(())) => Some(socket.listen(BACKLOG).map_err(|e| OsError::of(&e))),
+        _ => None,
+    };
+    Outcome::Ran {
+        bind,
+        listen,
+        check,
+    }
+}

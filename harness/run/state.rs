@@ -1,0 +1,361 @@
+//! One recipe per first-socket state: how to build it, how to verify it
+//! before the second bind, and its bare-syscall floor for the bench.
+//!
+//! `recipe` matches on every `State` without a wildcard, so a new state
+//! does not compile until it has both.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::setup::*;
+use crate::outcome::SetupError;
+use crate::platform::{self, Observed, TcpState};
+use crate::scenario::{Case, Proto, State};
+
+/// How one state is built, checked and measured.
+pub struct Recipe {
+    /// Bring the first socket of a case into the state on `port`, put what
+    /// keeps it there into `Held`, and verify it.
+    pub hold: HoldFn,
+    /// The same setup and the second bind as bare syscalls on 127.0.0.1,
+    /// nothing else: what the harness's cost is measured against.
+    pub floor: FloorFn,
+}
+
+pub type HoldFn = fn(&Case, u16, &mut Held) -> Result<(), SetupError>;
+pub type FloorFn = fn(Proto) -> io::Result<()>;
+
+pub fn recipe(state: State) -> Recipe {
+    let (hold, floor): (HoldFn, FloorFn) = match state {
+        State::Bound => (hold_bound, floor_bound),
+        State::BoundThenListen => (hold_bound, floor_bound_then_listen),
+        State::Listening => (hold_listening, floor_listening),
+        State::ListeningWithBacklog => (hold_listening_with_backlog, floor_listening_with_backlog),
+        State::Established => (hold_established, floor_established),
+        State::CloseWait => (hold_close_wait, floor_close_wait),
+        State::FinWait2 => (hold_fin_wait_2, floor_fin_wait_2),
+        State::TimeWait => (hold_time_wait, floor_time_wait),
+        State::TimeWaitClient => (hold_time_wait_client, floor_time_wait_client),
+        State::Closed => (hold_closed, floor_closed),
+        State::Connected => (hold_connected, floor_connected),
+    };
+    Recipe { hold, floor }
+}
+
+/// Bring the first socket of `case` into its state on `port` and verify it.
+pub fn hold(case: &Case, port: u16) -> Result<Held, SetupError> {
+    if let Some(why) = case.invalid_reason() {
+        return Err(SetupError::Failed(why));
+    }
+    let mut held = Held::new();
+    (recipe(case.state).hold)(case, port, &mut held)?;
+    Ok(held)
+}
+
+// ---- recipes -------------------------------------------------------------
+
+/// `bound` and `bound-then-listen`: a bind is visible through the socket
+/// itself; `bound-then-listen` listens later, at the second socket's word.
+fn hold_bound(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
+    held.first = Some(bind_first(case, port)?);
+    Ok(())
+}
+
+/// SO_ACCEPTCONN is the kernel's own word that the socket listens.
+fn hold_listening(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
+    let listener = bind_first(case, port)?;
+    listen(&listener)?;
+    expect_listening(&listener)?;
+    held.first = Some(listener);
+    Ok(())
+}
+
+/// A completed connection waits in the accept queue: a busy server.
+fn hold_listening_with_backlog(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
+    let (listener, client) = listen_and_connect(case, port)?;
+    let reach = SocketAddr::new(case.first.endpoint.peer_ip(), port);
+    let remote = addr_of(&client, "the client")?;
+    expect_listening(&listener)?;
+    held.first = Some(listener);
+    held.abort_on_drop.push(client);
+    held.check = await_tcp(
+        reach,
+        remote,
+        TcpState::Established,
+        "queued connection",
+        &no_nudge,
+    )?;
+    Ok(())
+}
+
+/// A restart while clients are connected: the listener is gone, the
+/// accepted connection holds the port.
+fn hold_established(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
+    let c = connect_pair(case, port)?;
+    drop(c.listener);
+    held.abort_on_drop.extend([c.server, c.client]);
+    held.check = expect_tcp(
+        c.local,
+        Some(c.remote),
+        Observed::State(TcpState::Established),
+        "accepted connection",
+    )?;
+    // The restart story needs the listener really gone.
+    let reach = SocketAddr::new(case.first.endpoint.peer_ip(), port);
+    expect_tcp(reach, None, Observed::Absent, "closed listener")?;
+    Ok(())
+}
+
+/// The peer closes; the holder keeps its end open (a server that leaks
+/// sockets its clients left).
+fn hold_close_wait(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
+    let c = connect_pair(case, port)?;
+    drop(c.listener);
+    drop(c.client);
+    held.abort_on_drop.push(c.server);
+    held.check = await_tcp(
+        c.local,
+        c.remote,
+        TcpState::CloseWait,
+        "accepted connection",
+        &no_nudge,
+    )?;
+    Ok(())
+}
+
+/// The holder closes; the peer acknowledges and stays silent. Its ACK of
+/// the FIN may be delayed (Linux enters "pingpong" mode on a FIN): nudge
+/// it out until the holder's end is in FIN_WAIT_2.
+fn hold_fin_wait_2(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
+    let c = connect_pair(case, port)?;
+    drop(c.listener);
+    drop(c.server);
+    let client = &c.client;
+    held.check = await_tcp(
+        c.local,
+        c.remote,
+        TcpState::FinWait2,
+        "closed connection",
+        &|| {
+            let _ = platform::flush_ack(client);
+        },
+    )?;
+    held.abort_on_drop.push(c.client);
+    Ok(())
+}
+
+/// The server side closes first (active close), then the peer, then the
+/// listener: the server's end of the connection, on the first socket's
+/// port, enters TIME_WAIT.
+fn hold_time_wait(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
+    let c = connect_pair(case, port)?;
+    drop(c.server);
+    drop(c.client);
+    drop(c.listener);
+    held.check = await_tcp(
+        c.local,
+        c.remote,
+        TcpState::TimeWait,
+        "server side of the connection",
+        &no_nudge,
+    )?;
+    Ok(())
+}
+
+/// The first socket is a client bound to the case's port, connected to a
+/// loopback listener on a port the kernel picks; it closes first, so its
+/// end enters TIME_WAIT once the server closes too.
+fn hold_time_wait_client(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
+    let server_ip = case.first.endpoint.peer_ip();
+    let listener = bound_anywhere(server_ip, Type::STREAM, "the loopback listener")?;
+    listener
+        .listen(BACKLOG)
+        .map_err(|e| SetupError::failed("listen() of the loopback listener", e))?;
+    let target = addr_of(&listener, "the loopback listener")?;
+    let client = bind_first(case, port)?;
+    let local_family = addr_of(&client, "the first socket")?;
+    let target = SocketAddr::new(in_family_of(&local_family, target.ip()), target.port());
+    client
+        .connect_timeout(&target.into(), WAIT)
+        .map_err(|e| SetupError::failed("connect() of the first socket", e))?;
+    let server = accept_bounded(&listener)?;
+    let (local, remote) = (
+        addr_of(&client, "the first socket")?,
+        addr_of(&server, "the accepted socket")?,
+    );
+    drop(client);
+    drop(server);
+    drop(listener);
+    held.check = await_tcp(
+        local,
+        remote,
+        TcpState::TimeWait,
+        "client side of the connection",
+        &no_nudge,
+    )?;
+    Ok(())
+}
+
+/// close() of a socket that never connected is synchronous: once it
+/// returns, the port is free (the port was checked free before).
+fn hold_closed(case: &Case, port: u16, _held: &mut Held) -> Result<(), SetupError> {
+    drop(bind_first(case, port)?);
+    Ok(())
+}
+
+/// A UDP socket connected to a loopback peer: on Linux, connect() narrows
+/// a wildcard-bound socket to one local address.
+fn hold_connected(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
+    let socket = bind_first(case, port)?;
+    let peer = bound_anywhere(case.first.endpoint.peer_ip(), Type::DGRAM, "the UDP peer")?;
+    let peer_addr = addr_of(&peer, "the UDP peer")?;
+    let local = addr_of(&socket, "the first socket")?;
+    let target = SocketAddr::new(in_family_of(&local, peer_addr.ip()), peer_addr.port());
+    socket
+        .connect(&SockAddr::from(target))
+        .map_err(|e| SetupError::failed("connect() of the first socket", e))?;
+    match socket.peer_addr().ok().and_then(|a| a.as_socket()) {
+        Some(p) if p == target => {}
+        other => {
+            return Err(SetupError::Failed(format!(
+                "the first socket reports peer {other:?}, not {target}"
+            )))
+        }
+    }
+    held.first = Some(socket);
+    held.peers.push(peer);
+    Ok(())
+}
+
+// ---- floors --------------------------------------------------------------
+
+const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+fn new(proto: Proto) -> io::Result<Socket> {
+    Socket::new(Domain::IPV4, proto.into(), None)
+}
+
+fn listener() -> io::Result<Socket> {
+    let l = new(Proto::Tcp)?;
+    l.bind(&LOOPBACK.into())?;
+    l.listen(BACKLOG)?;
+    // Bounds accept() where the OS honours it (Linux).
+    l.set_read_timeout(Some(WAIT))?;
+    Ok(l)
+}
+
+fn client_of(listener: &Socket) -> io::Result<Socket> {
+    let c = new(Proto::Tcp)?;
+    c.connect_timeout(&listener.local_addr()?, WAIT)?;
+    Ok(c)
+}
+
+fn abort(socket: &Socket) -> io::Result<()> {
+    socket.set_linger(Some(Duration::ZERO))
+}
+
+/// The second socket's bind, and listen for TCP: the end of every floor.
+fn second(proto: Proto, addr: &SockAddr) -> io::Result<()> {
+    let second = new(proto)?;
+    if second.bind(addr).is_ok() && proto == Proto::Tcp {
+        let _ = second.listen(BACKLOG);
+    }
+    Ok(())
+}
+
+fn floor_bound(proto: Proto) -> io::Result<()> {
+    let first = new(proto)?;
+    first.bind(&LOOPBACK.into())?;
+    second(proto, &first.local_addr()?)
+}
+
+fn floor_bound_then_listen(proto: Proto) -> io::Result<()> {
+    let first = new(proto)?;
+    first.bind(&LOOPBACK.into())?;
+    let second = new(proto)?;
+    let _ = second.bind(&first.local_addr()?);
+    first.listen(BACKLOG)?;
+    let _ = second.listen(BACKLOG);
+    Ok(())
+}
+
+fn floor_listening(proto: Proto) -> io::Result<()> {
+    let l = listener()?;
+    second(proto, &l.local_addr()?)
+}
+
+fn floor_listening_with_backlog(proto: Proto) -> io::Result<()> {
+    let l = listener()?;
+    let c = client_of(&l)?;
+    abort(&c)?;
+    second(proto, &l.local_addr()?)
+}
+
+/// An accepted loopback connection whose listener is closed.
+fn accepted() -> io::Result<(Socket, Socket, SockAddr)> {
+    let l = listener()?;
+    let addr = l.local_addr()?;
+    let client = client_of(&l)?;
+    let (server, _) = l.accept()?;
+    Ok((server, client, addr))
+}
+
+fn floor_established(proto: Proto) -> io::Result<()> {
+    let (server, client, addr) = accepted()?;
+    abort(&server)?;
+    abort(&client)?;
+    second(proto, &addr)
+}
+
+fn floor_close_wait(proto: Proto) -> io::Result<()> {
+    let (server, client, addr) = accepted()?;
+    drop(client);
+    abort(&server)?;
+    second(proto, &addr)
+}
+
+fn floor_fin_wait_2(proto: Proto) -> io::Result<()> {
+    let (server, client, addr) = accepted()?;
+    drop(server);
+    // The ACK of the FIN, as the harness needs it too.
+    platform::flush_ack(&client)?;
+    abort(&client)?;
+    second(proto, &addr)
+}
+
+fn floor_time_wait(proto: Proto) -> io::Result<()> {
+    let (server, client, addr) = accepted()?;
+    drop((server, client));
+    second(proto, &addr)
+}
+
+fn floor_time_wait_client(proto: Proto) -> io::Result<()> {
+    let l = listener()?;
+    let first = new(proto)?;
+    first.bind(&LOOPBACK.into())?;
+    first.connect_timeout(&l.local_addr()?, WAIT)?;
+    let (server, _) = l.accept()?;
+    let addr = first.local_addr()?;
+    drop((first, server, l));
+    second(proto, &addr)
+}
+
+fn floor_closed(proto: Proto) -> io::Result<()> {
+    let first = new(proto)?;
+    first.bind(&LOOPBACK.into())?;
+    let addr = first.local_addr()?;
+    drop(first);
+    second(proto, &addr)
+}
+
+fn floor_connected(proto: Proto) -> io::Result<()> {
+    let first = new(proto)?;
+    first.bind(&LOOPBACK.into())?;
+    let peer = new(proto)?;
+    peer.bind(&LOOPBACK.into())?;
+    first.connect(&peer.local_addr()?)?;
+    second(proto, &first.local_addr()?)
+}
