@@ -39,6 +39,9 @@ pub fn ephemeral_ports() -> Option<(u16, u16)> {
     Some((it.next()??, it.next()??))
 }
 
+/// How often a state is polled: one exact-match sock_diag query is cheap.
+pub const POLL: std::time::Duration = std::time::Duration::from_micros(20);
+
 pub fn facts() -> Vec<(&'static str, String)> {
     let read = |path| sysctl(path).unwrap_or_else(|| "unreadable".into());
     vec![

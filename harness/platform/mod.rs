@@ -21,6 +21,10 @@ use crate::scenario::SockOpt;
 #[cfg(unix)]
 mod unix;
 
+/// The socket tables and port ranges of every platform as pure parsers,
+/// tested here on byte layouts built from the published structs.
+pub mod tables;
+
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
 mod os;
@@ -35,7 +39,7 @@ mod os;
 
 pub use os::{
     abstract_unix_addr, become_user, ephemeral_ports, error_name, facts, flush_ack, is_listening,
-    observe_tcp, set_option, NO_SWITCH_USER, STATE_CHECK, TIME_WAIT,
+    observe_tcp, set_option, NO_SWITCH_USER, POLL, STATE_CHECK, TIME_WAIT,
 };
 
 /// The platform's name for tables and snapshot folders: the same value as
@@ -123,6 +127,7 @@ const _: fn() -> Vec<(&'static str, String)> = facts;
 const _: fn() -> Option<(u16, u16)> = ephemeral_ports;
 const _: &str = STATE_CHECK;
 const _: std::time::Duration = TIME_WAIT;
+const _: std::time::Duration = POLL;
 const _: Option<&str> = NO_SWITCH_USER;
 const _: fn(&str) -> io::Result<()> = become_user;
 const _: fn(&str) -> Option<socket2::SockAddr> = abstract_unix_addr;

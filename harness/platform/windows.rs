@@ -14,11 +14,12 @@ use windows_sys::Win32::Networking::WinSock as ws;
 use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
 use windows_sys::Win32::System::SystemInformation::OSVERSIONINFOW;
 
+use super::tables::{self, portrange};
 use super::{refused, set_reuseaddr, Observed, OptionError};
 use crate::scenario::SockOpt;
 
 pub const STATE_CHECK: &str =
-    "none: no socket-table query on this platform yet, so states the harness cannot see through its own descriptors are marked `?` (state not verified)";
+    "GetExtendedTcpTable (IP Helper): the socket with the exact address pair and its TCP state; none under Wine, where states are marked `?` (state not verified)";
 
 /// Winsock errors under the same stable names as errno values.
 pub fn error_name(code: i32) -> Option<&'static str> {
@@ -71,9 +72,18 @@ pub fn ephemeral_ports() -> Option<(u16, u16)> {
     if wine().is_some() {
         return Some(wine_host_ephemeral_ports());
     }
-    // The default dynamic range since Windows Vista
-    // (`netsh int ipv4 show dynamicport tcp`).
-    Some((49152, 65535))
+    // `netsh int ipv4 show dynamicport tcp`; unreadable: the default
+    // since Windows Vista.
+    let netsh = std::process::Command::new("netsh")
+        .args(["int", "ipv4", "show", "dynamicport", "tcp"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success());
+    Some(
+        netsh
+            .and_then(|out| portrange::parse_dynamic_port(&String::from_utf8_lossy(&out.stdout)))
+            .unwrap_or((49152, 65535)),
+    )
 }
 
 /// Under Wine the host kernel picks the ports of connect() and bind(port
@@ -119,6 +129,9 @@ pub fn privileged() -> bool {
         ok != 0 && elevation.TokenIsElevated != 0
     }
 }
+
+/// How often a state is polled: each poll copies both TCP tables.
+pub const POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 pub fn facts() -> Vec<(&'static str, String)> {
     let mut facts = vec![("kernel", windows_version())];
@@ -230,8 +243,60 @@ unsafe fn c_text(ptr: *const c_char) -> Option<String> {
     })
 }
 
-pub fn observe_tcp(_local: SocketAddr, _remote: Option<SocketAddr>) -> io::Result<Observed> {
-    Ok(Observed::Unknown)
+/// The TCP socket at `local` connected to `remote`, or with `None` the
+/// listener that a connection to `local` would reach, from both of the
+/// kernel's tables (a connection of a dual-stack socket to an IPv4 peer is
+/// in the IPv4 one).
+pub fn observe_tcp(local: SocketAddr, remote: Option<SocketAddr>) -> io::Result<Observed> {
+    // Wine's table is its emulation's, not Windows' word.
+    if wine().is_some() {
+        return Ok(Observed::Unknown);
+    }
+    let mut entries = tables::windows::parse_tcp_table(&tcp_table(ws::AF_INET)?)?;
+    entries.extend(tables::windows::parse_tcp6_table(&tcp_table(
+        ws::AF_INET6,
+    )?)?);
+    Ok(tables::find(&entries, local, remote))
+}
+
+/// `GetExtendedTcpTable(TCP_TABLE_OWNER_PID_ALL)` for one family: its size
+/// first, then the table; asked again (bounded) when it grew in between.
+fn tcp_table(family: ws::ADDRESS_FAMILY) -> io::Result<Vec<u8>> {
+    use windows_sys::Win32::Foundation::{ERROR_INSUFFICIENT_BUFFER, NO_ERROR};
+    use windows_sys::Win32::NetworkManagement::IpHelper::{
+        GetExtendedTcpTable, TCP_TABLE_OWNER_PID_ALL,
+    };
+    let mut size = 0u32;
+    for _ in 0..8 {
+        // DWORD storage: the table is DWORDs and wants their alignment.
+        let mut buf = vec![0u32; (size as usize).div_ceil(4)];
+        let table = if buf.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            buf.as_mut_ptr().cast()
+        };
+        // SAFETY: table is null (size 0: asks for the size) or valid for
+        // size bytes; size is updated to what the table needs.
+        let rc = unsafe {
+            GetExtendedTcpTable(
+                table,
+                &mut size,
+                0,
+                u32::from(family),
+                TCP_TABLE_OWNER_PID_ALL,
+                0,
+            )
+        };
+        match rc {
+            // The bytes as they lie in memory (Windows is little-endian).
+            NO_ERROR => return Ok(buf.iter().flat_map(|w| w.to_le_bytes()).collect()),
+            ERROR_INSUFFICIENT_BUFFER => continue,
+            e => return Err(io::Error::from_raw_os_error(e as i32)),
+        }
+    }
+    Err(io::Error::other(
+        "GetExtendedTcpTable: the table kept growing",
+    ))
 }
 
 /// Holders running as another user are not implemented on Windows.

@@ -43,7 +43,11 @@ pub fn facts() -> Vec<(&'static str, String)> {
             },
         ),
         ("state verification", platform::STATE_CHECK.into()),
-        ("ports used by the harness", ports::pool().describe()),
+        // Not `ports::pool()`: the header must not take the ports' lock.
+        (
+            "ports used by the harness",
+            ports::describe(&ports::segments()),
+        ),
     ]);
     facts
 }

@@ -142,7 +142,7 @@ pub fn pool() -> &'static PortPool {
     static POOL: OnceLock<PortPool> = OnceLock::new();
     POOL.get_or_init(|| {
         let lock = lock_ports();
-        let segments = choose_segments(platform::ephemeral_ports());
+        let segments = segments();
         let len: usize = segments.iter().map(|(a, b)| usize::from(b - a) + 1).sum();
         // A random starting point, so that two processes running at once
         // rarely start on the same ports.
@@ -158,17 +158,18 @@ pub fn pool() -> &'static PortPool {
     })
 }
 
-impl PortPool {
-    /// `10000-32767, 61000-65535`
-    pub fn describe(&self) -> String {
-        let parts: Vec<String> = self
-            .segments
-            .iter()
-            .map(|(a, b)| format!("{a}-{b}"))
-            .collect();
-        parts.join(", ")
-    }
+/// The port ranges the harness takes its ports from on this machine.
+pub fn segments() -> Vec<(u16, u16)> {
+    choose_segments(platform::ephemeral_ports())
+}
 
+/// `10000-32767, 61000-65535`
+pub fn describe(segments: &[(u16, u16)]) -> String {
+    let parts: Vec<String> = segments.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+    parts.join(", ")
+}
+
+impl PortPool {
     fn now_ms(&self) -> u32 {
         self.epoch.elapsed().as_millis().min(u128::from(LEASED - 1)) as u32
     }
@@ -227,7 +228,7 @@ impl PortPool {
                 return Err(format!(
                     "no free {} port in {} for {} s (TIME_WAIT left by earlier runs?)",
                     proto.name(),
-                    self.describe(),
+                    describe(&self.segments),
                     WAIT_FOR_PORTS.as_secs()
                 ));
             }

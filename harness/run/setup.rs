@@ -258,7 +258,7 @@ pub fn await_tcp(
         nudge();
         match expect_tcp(local, Some(remote), Observed::State(want), what) {
             Err(SetupError::Failed(_)) if Instant::now() < deadline => {
-                thread::sleep(Duration::from_micros(20))
+                thread::sleep(platform::POLL)
             }
             done => return done,
         }

@@ -21,6 +21,7 @@ use crate::outcome::{OsError, Outcome, Side, Skip};
 use crate::platform::{self, Observed, TcpState};
 use crate::report::table::{Note, Table};
 use crate::run::ports;
+use crate::run::setup::WAIT;
 use crate::scenario::{value_enum, Named, Options, Proto, SockOpt};
 use crate::spawn;
 
@@ -198,7 +199,7 @@ fn run_checked(story: &mut Story, log: &mut dyn FnMut(Duration, String)) -> Resu
     for i in 0..CLIENTS {
         let client = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
         client
-            .connect_timeout(&target.into(), Duration::from_secs(2))
+            .connect_timeout(&target.into(), WAIT)
             .map_err(|e| format!("client {i}: connect: {}", OsError::of(&e)))?;
         server::exchange(&client, format!("hello {i}\n").as_bytes())
             .map_err(|e| format!("client {i}: echo: {e}"))?;
