@@ -79,9 +79,13 @@ fn platform_is_recorded() -> Result<(), Failed> {
     }
     Err(format!(
         "no snapshots are recorded for {OS} yet (snapshots/{OS}/ is missing).\n\
-         Record them: run `cargo insta test --accept` on a real {OS} machine (or download the \
-         pending snapshots that CI uploads for this runner), review every table with \
-         `cargo insta review`, then commit snapshots/{OS}/. See README, 'Recording a platform'."
+         A platform is recorded from a real run on it (README, 'Recording a platform'): \
+         push a branch so that CI runs it, download the artifact pending-snapshots-<runner> \
+         into pending/, `cp -r pending/snapshots/. snapshots/`, review every table with \
+         `cargo insta review`, refresh docs/platforms.md with \
+         `cargo run -- compare --format markdown > docs/platforms.md`, then commit \
+         snapshots/{OS}/. On a machine of your own, `cargo test` leaves the same \
+         .snap.new files next to the snapshots."
     )
     .into())
 }

@@ -160,6 +160,8 @@ impl Outcome {
         match self {
             Outcome::Ran { bind, .. } => step(bind),
             Outcome::Refused { .. } => "option-refused".into(),
+            // The same word the table cell shows.
+            Outcome::Skipped(skip) if skip.is_unsupported() => "unsupported".into(),
             Outcome::Skipped(_) => "skipped".into(),
             Outcome::SetupFailed(_) => "setup-failed".into(),
         }

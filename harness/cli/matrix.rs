@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use addrinuse::report::{self, header, json, matrix, Format};
 use addrinuse::run;
-use addrinuse::scenario::Selection;
+use addrinuse::scenario::{Holder, Selection};
 use addrinuse::stories::{restart, unix_sockets};
 
 use super::{Done, Failure, RunArgs};
@@ -37,16 +37,64 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
     };
     let start = Instant::now();
     let records = run::run_all(&cases, threads, &progress);
-    let elapsed = start.elapsed();
     if progress_shown {
-        let _ = write!(io::stderr(), "\r");
+        // Blank the progress line out before the output starts there.
+        let _ = write!(io::stderr(), "\r{:30}\r", "");
     }
 
+    // A person at a terminal who asked for nothing in particular gets one
+    // or two screens; scripts and filters get the full data.
+    let first_screen = args.format == Format::Table
+        && selection.is_everything()
+        && !args.full
+        && io::stdout().is_terminal();
+    let mut story_cells = Vec::new();
     match args.format {
         Format::Jsonl => {
             for r in &records {
                 writeln!(out, "{}", json::record(r))?;
             }
+        }
+        Format::Table if first_screen => {
+            writeln!(out, "{}", header::text())?;
+            if let Some(summary) = matrix::restart_summary(&records) {
+                writeln!(out, "{summary}")?;
+            }
+            writeln!(out, "{}", matrix::digest(&records).to_text())?;
+            for (a, b, why) in [
+                (
+                    Holder::SameProcess,
+                    Holder::OtherProcess,
+                    "the same process or another",
+                ),
+                (
+                    Holder::OtherUser,
+                    Holder::OtherProcess,
+                    "another user or the same one",
+                ),
+            ] {
+                let (differ, of) = matrix::holders_differ(&records, a, b);
+                if of > 0 {
+                    writeln!(
+                        out,
+                        "Whether the first socket's holder is {why}: {differ} of {of} cells differ."
+                    )?;
+                }
+            }
+            writeln!(out)?;
+            let stories = restart::all_stories();
+            writeln!(out, "{}", restart::table(&stories).to_text())?;
+            let unix = unix_sockets::run_all();
+            writeln!(out, "{}", unix_sockets::table(&unix).to_text())?;
+            story_cells.extend(stories.into_iter().map(|s| s.new_server));
+            story_cells.extend(unix.into_iter().map(|(_, o)| o));
+            let tables = matrix::tables(&records).len();
+            writeln!(
+                out,
+                "Every table ({tables} of them, with every address pair and option set): \
+                 addrinuse --full,\nor choose: --proto, --state, --holder, --group, --family \
+                 (see --help)."
+            )?;
         }
         Format::Table | Format::Markdown => {
             writeln!(out, "{}", header::text())?;
@@ -62,17 +110,18 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
             if selection.is_everything() {
                 // The two stories beyond the matrix: real server processes,
                 // and Unix-domain socket paths.
-                let stories = restart::table(&restart::all_stories());
-                writeln!(out, "{}", args.format.write(&stories))?;
-                let unix = unix_sockets::table(&unix_sockets::run_all());
-                writeln!(out, "{}", args.format.write(&unix))?;
+                let stories = restart::all_stories();
+                writeln!(out, "{}", args.format.write(&restart::table(&stories)))?;
+                let unix = unix_sockets::run_all();
+                writeln!(out, "{}", args.format.write(&unix_sockets::table(&unix)))?;
+                story_cells.extend(stories.into_iter().map(|s| s.new_server));
+                story_cells.extend(unix.into_iter().map(|(_, o)| o));
             }
         }
     }
-    let _ = writeln!(
-        io::stderr(),
-        "{}",
-        report::summary(&records, elapsed, threads)
-    );
+    let elapsed = start.elapsed();
+    let outcomes: Vec<_> = records.into_iter().map(|r| r.outcome).collect();
+    let summary = report::summary(&outcomes, &story_cells, elapsed, threads);
+    let _ = writeln!(io::stderr(), "{summary}");
     Ok(ExitCode::SUCCESS)
 }

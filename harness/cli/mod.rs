@@ -71,8 +71,12 @@ fn after_help() -> String {
     let options: Vec<&str> = SockOpt::ALL.iter().map(|o| o.short()).collect();
     format!(
         "\
-Without filters, the matrix tables are followed by the restart story and the
-Unix-domain socket table; a summary line with counts and timing goes to stderr.
+On a terminal, without filters, the command prints one or two screens: the
+header, the restart question, where the options matter, and the two stories;
+--full prints every table instead. A filter, --format or a pipe gets every
+table of the selection (without filters, followed by the restart story and
+the Unix-domain socket table). A summary line with counts and timing goes to
+stderr.
 
 Cells: ok, an error name (EADDRINUSE, ...), bind/listen for TCP (ok/EADDRINUSE: the bind worked,
 listen() failed), skipped[n] or setup-failed[n] with the reason in note n, unsupported (the option
@@ -169,6 +173,10 @@ struct RunArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// On a terminal, print every table instead of the first screen (a
+    /// filter, a format or a pipe always gets every table).
+    #[arg(long)]
+    full: bool,
     /// Worker threads (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,

@@ -106,16 +106,33 @@ pub fn probe_text(record: &Record) -> String {
     out
 }
 
-/// `9072 ran, 18711 unsupported, 0 skipped, 0 setup-failed: 27783 cases in 0.21 s on 2 threads`
-pub fn summary(records: &[Record], elapsed: Duration, threads: usize) -> String {
-    let count = |f: &dyn Fn(&Outcome) -> bool| records.iter().filter(|r| f(&r.outcome)).count();
-    format!(
-        "{} ran, {} unsupported, {} skipped, {} setup-failed: {} cases in {:.2} s on {threads} threads",
+/// `9072 ran, 18711 unsupported, 0 skipped, 0 setup-failed: 27783 cases in 0.21 s on 2 threads`,
+/// counting every answer shown: the matrix's `cases` and the stories'
+/// cells (`extra`). A line of advice follows when setups ran out of file
+/// descriptors.
+pub fn summary(cases: &[Outcome], extra: &[Outcome], elapsed: Duration, threads: usize) -> String {
+    let all = || cases.iter().chain(extra);
+    let count = |f: &dyn Fn(&Outcome) -> bool| all().filter(|o| f(o)).count();
+    let mut line = format!(
+        "{} ran, {} unsupported, {} skipped, {} setup-failed: {} cases",
         count(&|o| matches!(o, Outcome::Ran { .. } | Outcome::Refused { .. })),
         count(&|o| o.is_unsupported()),
         count(&|o| matches!(o, Outcome::Skipped(Skip::Unavailable(_)))),
         count(&|o| matches!(o, Outcome::SetupFailed(_))),
-        records.len(),
-        elapsed.as_secs_f64(),
-    )
+        cases.len(),
+    );
+    if !extra.is_empty() {
+        line.push_str(&format!(" and {} story cells", extra.len()));
+    }
+    line.push_str(&format!(
+        " in {:.2} s on {threads} threads",
+        elapsed.as_secs_f64()
+    ));
+    let emfile = count(&|o| matches!(o, Outcome::SetupFailed(why) if why.contains("EMFILE")));
+    if emfile > 0 {
+        line.push_str(&format!(
+            "\n{emfile} setups ran out of file descriptors (EMFILE): raise the limit, e.g. `ulimit -n 4096`, and run again"
+        ));
+    }
+    line
 }
