@@ -221,6 +221,72 @@ pub fn restart_summary(records: &[Record]) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
+/// The option sets the first screen compares: the same set on both sockets.
+const DIGEST_OPTIONS: &[(&str, &[SockOpt])] = &[
+    ("none", &[]),
+    ("reuseaddr", &[SockOpt::ReuseAddr]),
+    ("reuseport", &[SockOpt::ReusePort]),
+    ("both", &[SockOpt::ReuseAddr, SockOpt::ReusePort]),
+];
+
+/// Where the options matter on this machine, on one screen: for each
+/// state, the second socket's answer on 0.0.0.0 -> 0.0.0.0 (the first
+/// socket held by another process) with the same options on both sockets.
+pub fn digest(records: &[Record]) -> Table {
+    let any = Endpoint {
+        ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+        v6only: None,
+    };
+    let heading = vec![
+        "Where the options matter: 0.0.0.0 -> 0.0.0.0, the first socket held by another"
+            .to_string(),
+        "process, both sockets with the options of the column (every table: --full)".to_string(),
+    ];
+    let mut header = vec!["first socket".to_string()];
+    header.extend(DIGEST_OPTIONS.iter().map(|(name, _)| name.to_string()));
+    let mut table = Table::new(heading, 1, header);
+    for (proto, state) in State::all() {
+        let mut row = vec![format!("{} {}", proto.name(), state.name())];
+        for (_, opts) in DIGEST_OPTIONS {
+            let options = Options::of(opts);
+            let cell = records
+                .iter()
+                .find(|r| {
+                    let c = &r.case;
+                    (c.holder, c.proto, c.state) == (Holder::OtherProcess, proto, state)
+                        && (c.first.endpoint, c.second.endpoint) == (any, any)
+                        && (c.first.options, c.second.options) == (options, options)
+                })
+                .map_or("-".to_string(), |r| r.outcome.cell());
+            row.push(cell);
+        }
+        table.rows.push(row);
+    }
+    table
+}
+
+/// How many cells answer differently for two holders, over the cases both
+/// ran: `other-user` against `other-process` shows the same-owner rules.
+pub fn holders_differ(records: &[Record], a: Holder, b: Holder) -> (usize, usize) {
+    let mut of_b = std::collections::HashMap::new();
+    for r in records.iter().filter(|r| r.case.holder == b) {
+        let mut case = r.case;
+        case.holder = a;
+        of_b.insert(case, &r.outcome);
+    }
+    let mut compared = 0;
+    let mut differ = 0;
+    for r in records.iter().filter(|r| r.case.holder == a) {
+        if let Some(other) = of_b.get(&r.case) {
+            if matches!(r.outcome, Outcome::Ran { .. }) && matches!(other, Outcome::Ran { .. }) {
+                compared += 1;
+                differ += usize::from(r.outcome.cell() != other.cell());
+            }
+        }
+    }
+    (differ, compared)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,70 +386,4 @@ mod tests {
             "? = the first socket's state could not be verified on this platform".into()
         )));
     }
-}
-
-/// The option sets the first screen compares: the same set on both sockets.
-const DIGEST_OPTIONS: &[(&str, &[SockOpt])] = &[
-    ("none", &[]),
-    ("reuseaddr", &[SockOpt::ReuseAddr]),
-    ("reuseport", &[SockOpt::ReusePort]),
-    ("both", &[SockOpt::ReuseAddr, SockOpt::ReusePort]),
-];
-
-/// Where the options matter on this machine, on one screen: for each
-/// state, the second socket's answer on 0.0.0.0 -> 0.0.0.0 (the first
-/// socket held by another process) with the same options on both sockets.
-pub fn digest(records: &[Record]) -> Table {
-    let any = Endpoint {
-        ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
-        v6only: None,
-    };
-    let heading = vec![
-        "Where the options matter: 0.0.0.0 -> 0.0.0.0, the first socket held by another"
-            .to_string(),
-        "process, both sockets with the options of the column (every table: --full)".to_string(),
-    ];
-    let mut header = vec!["first socket".to_string()];
-    header.extend(DIGEST_OPTIONS.iter().map(|(name, _)| name.to_string()));
-    let mut table = Table::new(heading, 1, header);
-    for (proto, state) in State::all() {
-        let mut row = vec![format!("{} {}", proto.name(), state.name())];
-        for (_, opts) in DIGEST_OPTIONS {
-            let options = Options::of(opts);
-            let cell = records
-                .iter()
-                .find(|r| {
-                    let c = &r.case;
-                    (c.holder, c.proto, c.state) == (Holder::OtherProcess, proto, state)
-                        && (c.first.endpoint, c.second.endpoint) == (any, any)
-                        && (c.first.options, c.second.options) == (options, options)
-                })
-                .map_or("-".to_string(), |r| r.outcome.cell());
-            row.push(cell);
-        }
-        table.rows.push(row);
-    }
-    table
-}
-
-/// How many cells answer differently for two holders, over the cases both
-/// ran: `other-user` against `other-process` shows the same-owner rules.
-pub fn holders_differ(records: &[Record], a: Holder, b: Holder) -> (usize, usize) {
-    let mut of_b = std::collections::HashMap::new();
-    for r in records.iter().filter(|r| r.case.holder == b) {
-        let mut case = r.case;
-        case.holder = a;
-        of_b.insert(case, &r.outcome);
-    }
-    let mut compared = 0;
-    let mut differ = 0;
-    for r in records.iter().filter(|r| r.case.holder == a) {
-        if let Some(other) = of_b.get(&r.case) {
-            if matches!(r.outcome, Outcome::Ran { .. }) && matches!(other, Outcome::Ran { .. }) {
-                compared += 1;
-                differ += usize::from(r.outcome.cell() != other.cell());
-            }
-        }
-    }
-    (differ, compared)
 }
