@@ -33,6 +33,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.runs_cases() {
+        addrinuse::run::isolate();
+    }
     let mut out = io::stdout().lock();
     match cli::exec(cli, &mut out)
         .and_then(|code| out.flush().map(|()| code).map_err(Failure::from))

@@ -90,9 +90,9 @@ pub struct StateRow {
     pub name: &'static str,
     /// The protocols the state exists for.
     pub protos: &'static [Proto],
-    /// The state outlives the case on purpose (TIME_WAIT stays in the
-    /// kernel after every descriptor is closed), so its port is kept out
-    /// of use afterwards.
+    /// The state outlives the case (TIME_WAIT and the FIN_WAIT2 mini-socket
+    /// stay in the kernel after every descriptor is closed), so its port is
+    /// kept out of use afterwards.
     pub lingers: bool,
 }
 
@@ -147,8 +147,10 @@ states! {
     /// sockets its clients left).
     CloseWait = "close-wait", TCP, lingers: false;
     /// As `Established`, then the holder closed and the peer stays silent:
-    /// the holder's end sits in FIN_WAIT_2.
-    FinWait2 = "fin-wait-2", TCP, lingers: false;
+    /// the holder's end sits in FIN_WAIT_2, as the mini-socket a closed
+    /// socket becomes (see its recipe). Like TIME_WAIT it outlives the case
+    /// (the peer's RST at teardown ends it, asynchronously).
+    FinWait2 = "fin-wait-2", TCP, lingers: true;
     /// As `Established`, then the accepted connection closed first and the
     /// peer after it, so the server side of the connection sits in TIME_WAIT.
     TimeWait = "time-wait", TCP, lingers: true;

@@ -182,6 +182,17 @@ struct RunArgs {
     threads: Option<u16>,
 }
 
+impl Cli {
+    /// Whether the command runs cases (and so wants a clean network of its
+    /// own); the internal modes run in their parent's.
+    pub fn runs_cases(&self) -> bool {
+        !matches!(
+            self.command,
+            Some(Command::Serve(_) | Command::Hold { .. } | Command::Compare { .. })
+        )
+    }
+}
+
 /// Run the command line's subcommand, writing its output to `out`.
 pub fn exec(cli: Cli, out: &mut dyn Write) -> Done {
     match cli.command {

@@ -198,3 +198,9 @@ pub fn flush_ack(_socket: &Socket) -> io::Result<()> {
 
 /// How long a TIME_WAIT lasts here at most (2 x MSL: 30 s on macOS, 60 s on FreeBSD.)
 pub const TIME_WAIT: std::time::Duration = std::time::Duration::from_secs(61);
+
+/// No network namespaces here: runs share the machine's ports (and take
+/// turns through the ports' lock).
+pub fn private_network() -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}

@@ -55,6 +55,7 @@ pub fn facts() -> Vec<(&'static str, String)> {
             "net.ipv4.ip_local_port_range",
             read("net/ipv4/ip_local_port_range"),
         ),
+        ("net.ipv4.tcp_fin_timeout", read("net/ipv4/tcp_fin_timeout")),
         ("user", unix::user_fact()),
     ]
 }
@@ -225,14 +226,29 @@ fn query(local: SocketAddr, remote: SocketAddr) -> io::Result<Observed> {
                     e => Err(io::Error::from_raw_os_error(e)),
                 };
             }
-            if header.kind != SOCK_DIAG_BY_FAMILY || body.len() < 2 {
+            if header.kind != SOCK_DIAG_BY_FAMILY || body.len() < INET_DIAG_MSG_LEN {
                 return Err(io::Error::other("unexpected sock_diag reply"));
             }
-            // inet_diag_msg starts with family, then state.
-            return Ok(Observed::State(tcp_state(body[1])));
+            return Ok(observed(body));
         }
         Err(io::Error::other("no matching sock_diag reply"))
     })
+}
+
+/// struct inet_diag_msg: family, state, timer, retrans, id (48 bytes),
+/// expires, rqueue, wqueue, uid, inode.
+const INET_DIAG_MSG_LEN: usize = 72;
+
+/// A full socket or a mini-socket: `inet_twsk_diag_fill` reports every
+/// inet_timewait_sock (TIME_WAIT, and the FIN_WAIT2 an orphan becomes)
+/// with `idiag_timer` 3, which no full socket reports, and uid 0.
+fn observed(msg: &[u8]) -> Observed {
+    let state = tcp_state(msg[1]);
+    if msg[2] == 3 {
+        return Observed::MiniSocket(state);
+    }
+    let uid = u32::from_ne_bytes(msg[64..68].try_into().expect("4 bytes"));
+    Observed::Owned(state, uid)
 }
 
 fn tcp_state(code: u8) -> TcpState {
@@ -301,3 +317,38 @@ pub fn flush_ack(socket: &Socket) -> io::Result<()> {
 
 /// How long a TIME_WAIT lasts here at most (TCP_TIMEWAIT_LEN is 60 s.)
 pub const TIME_WAIT: std::time::Duration = std::time::Duration::from_secs(61);
+
+/// Move this process into a network namespace of its own, with only `lo`,
+/// brought up: no TIME_WAIT of an earlier run, no other run and no other
+/// program shares its ports. Child processes (holders, servers) inherit
+/// it. unshare() applies to the calling thread and the threads it starts
+/// later, so this must run before any other thread. Needs CAP_SYS_ADMIN.
+pub fn private_network() -> io::Result<()> {
+    // SAFETY: plain syscall on this thread's namespaces.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -39,7 +39,7 @@ mod os;
 
 pub use os::{
     abstract_unix_addr, become_user, ephemeral_ports, error_name, facts, flush_ack, is_listening,
-    observe_tcp, set_option, NO_SWITCH_USER, POLL, STATE_CHECK, TIME_WAIT,
+    observe_tcp, private_network, set_option, NO_SWITCH_USER, POLL, STATE_CHECK, TIME_WAIT,
 };
 
 /// The platform's name for tables and snapshot folders: the same value as
@@ -50,6 +50,15 @@ pub const OS: &str = std::env::consts::OS;
 /// 1024, switch users).
 pub fn privileged() -> bool {
     os::privileged()
+}
+
+/// The owner the kernel records for this process's sockets: the effective
+/// uid on Unix (Windows reports no owner, and nothing asks there).
+pub fn euid() -> u32 {
+    #[cfg(unix)]
+    return unix::euid();
+    #[cfg(not(unix))]
+    return 0;
 }
 
 /// Whether this platform has `opt` at all, found out once by setting it on
@@ -100,12 +109,35 @@ pub enum TcpState {
 /// What a socket-table lookup found for one TCP socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Observed {
-    /// The kernel has a socket with exactly this local (and remote) address.
+    /// The kernel has a socket with exactly this local (and remote)
+    /// address, in this state; the platform does not say more.
     State(TcpState),
+    /// Linux: a full socket in this state, owned by this uid. An orphan
+    /// keeps its owner's uid, and SO_REUSEPORT's same-owner rule still
+    /// applies to it.
+    Owned(TcpState, u32),
+    /// Linux: an inet_timewait_sock in this state: TIME_WAIT, or the
+    /// FIN_WAIT2 "mini-socket" an orphan becomes. It has no owner, and bind
+    /// conflicts treat it as TIME_WAIT whatever its state.
+    MiniSocket(TcpState),
     /// The kernel has no such socket.
     Absent,
     /// This platform offers no way to look (the reason is `STATE_CHECK`).
     Unknown,
+}
+
+impl Observed {
+    /// Whether what the kernel reports (`self`) is what a case asked for
+    /// (`want`). Where the platform reports only the state, the state
+    /// decides.
+    pub fn satisfies(self, want: Observed) -> bool {
+        use Observed::*;
+        match (self, want) {
+            (State(a), State(b) | Owned(b, _) | MiniSocket(b)) => a == b,
+            (Owned(a, _) | MiniSocket(a), State(b)) => a == b,
+            (seen, want) => seen == want,
+        }
+    }
 }
 
 /// A free-standing helper the OS modules share: a raw `setsockopt` result to
@@ -128,6 +160,7 @@ const _: fn() -> Option<(u16, u16)> = ephemeral_ports;
 const _: &str = STATE_CHECK;
 const _: std::time::Duration = TIME_WAIT;
 const _: std::time::Duration = POLL;
+const _: fn() -> io::Result<()> = private_network;
 const _: Option<&str> = NO_SWITCH_USER;
 const _: fn(&str) -> io::Result<()> = become_user;
 const _: fn(&str) -> Option<socket2::SockAddr> = abstract_unix_addr;

@@ -340,3 +340,9 @@ pub fn is_listening(socket: &Socket) -> io::Result<bool> {
 
 /// How long a TIME_WAIT lasts here at most (TcpTimedWaitDelay: 240 s by default (120 s on newer releases).)
 pub const TIME_WAIT: std::time::Duration = std::time::Duration::from_secs(241);
+
+/// No network namespaces here: runs share the machine's ports (and take
+/// turns through the ports' lock).
+pub fn private_network() -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}

@@ -43,6 +43,7 @@ pub fn facts() -> Vec<(&'static str, String)> {
             },
         ),
         ("state verification", platform::STATE_CHECK.into()),
+        ("network namespace", crate::run::network().into()),
         // Not `ports::pool()`: the header must not take the ports' lock.
         (
             "ports used by the harness",

@@ -9,8 +9,10 @@ pub mod second;
 pub mod setup;
 pub mod state;
 
+use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::thread;
 
 pub use holder::{serve as serve_holder, NO_OTHER_USER, OTHER_USER};
@@ -20,6 +22,39 @@ use crate::outcome::{Outcome, Record, SetupError, Skip, StateCheck};
 use crate::platform;
 use crate::scenario::{Case, Holder};
 use crate::spawn;
+
+/// Where this process's cases run, as the header says it.
+static NETWORK: OnceLock<String> = OnceLock::new();
+
+/// Run this process's cases in a network namespace of their own where the
+/// platform and the user allow it (Linux, as root): a clean port space
+/// every run, with no TIME_WAIT of earlier runs and nothing of other runs
+/// or programs. Elsewhere, or with `ADDRINUSE_SHARED_NETWORK` set, they
+/// share the machine's, and runs take turns through the ports' lock.
+/// Call it first thing in `main`, before any other thread starts.
+pub fn isolate() {
+    let how = if std::env::var_os("ADDRINUSE_SHARED_NETWORK").is_some() {
+        "shared (ADDRINUSE_SHARED_NETWORK is set)".to_string()
+    } else if !platform::privileged() {
+        "shared (a private network namespace needs root)".to_string()
+    } else {
+        match platform::private_network() {
+            Ok(()) => "private (a fresh network namespace of this run, only lo)".to_string(),
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                format!("shared (no network namespaces on {})", platform::OS)
+            }
+            Err(e) => format!("shared (no private network namespace: {e})"),
+        }
+    };
+    let _ = NETWORK.set(how);
+}
+
+/// Where this process's cases run: `private (...)` or `shared (...)`.
+pub fn network() -> &'static str {
+    NETWORK
+        .get()
+        .map_or("shared (the machine's)", String::as_str)
+}
 
 /// Why a case cannot run on this machine at all, before any syscall.
 pub fn precheck(case: &Case) -> Option<Skip> {

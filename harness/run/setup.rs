@@ -224,12 +224,17 @@ pub fn expect_tcp(
 ) -> Result<StateCheck, SetupError> {
     match platform::observe_tcp(local, remote) {
         Ok(Observed::Unknown) => Ok(StateCheck::Unverified),
-        Ok(seen) if seen == want => Ok(StateCheck::Verified),
+        Ok(seen) if seen.satisfies(want) => Ok(StateCheck::Verified),
         Ok(seen) => Err(SetupError::Failed(format!(
             "{what}: expected {want:?}, the kernel reports {seen:?}"
         ))),
         Err(e) => Err(failed(&format!("{what}: socket-table query"), e)),
     }
+}
+
+/// A full socket of this process in `state` (owned by its uid).
+pub fn owned(state: TcpState) -> Observed {
+    Observed::Owned(state, platform::euid())
 }
 
 /// The kernel's own word (SO_ACCEPTCONN) that the socket listens: every
@@ -249,14 +254,14 @@ pub fn expect_listening(listener: &Socket) -> Result<(), SetupError> {
 pub fn await_tcp(
     local: SocketAddr,
     remote: SocketAddr,
-    want: TcpState,
+    want: Observed,
     what: &str,
     nudge: &dyn Fn(),
 ) -> Result<StateCheck, SetupError> {
     let deadline = Instant::now() + WAIT;
     loop {
         nudge();
-        match expect_tcp(local, Some(remote), Observed::State(want), what) {
+        match expect_tcp(local, Some(remote), want, what) {
             Err(SetupError::Failed(_)) if Instant::now() < deadline => {
                 thread::sleep(platform::POLL)
             }

@@ -84,7 +84,7 @@ fn hold_listening_with_backlog(case: &Case, port: u16, held: &mut Held) -> Resul
     held.check = await_tcp(
         reach,
         remote,
-        TcpState::Established,
+        owned(TcpState::Established),
         "queued connection",
         &no_nudge,
     )?;
@@ -100,13 +100,17 @@ fn hold_established(case: &Case, port: u16, held: &mut Held) -> Result<(), Setup
     held.check = expect_tcp(
         c.local,
         Some(c.remote),
-        Observed::State(TcpState::Established),
+        owned(TcpState::Established),
         "accepted connection",
     )?;
-    // The restart story needs the listener really gone.
+    expect_listener_gone(case, port)
+}
+
+/// The states after a closed listener need it really gone: a restart
+/// meets the old connections, not the old listener.
+fn expect_listener_gone(case: &Case, port: u16) -> Result<(), SetupError> {
     let reach = SocketAddr::new(case.first.endpoint.peer_ip(), port);
-    expect_tcp(reach, None, Observed::Absent, "closed listener")?;
-    Ok(())
+    expect_tcp(reach, None, Observed::Absent, "closed listener").map(|_| ())
 }
 
 /// The peer closes; the holder keeps its end open (a server that leaks
@@ -119,32 +123,53 @@ fn hold_close_wait(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupE
     held.check = await_tcp(
         c.local,
         c.remote,
-        TcpState::CloseWait,
+        owned(TcpState::CloseWait),
         "accepted connection",
         &no_nudge,
     )?;
-    Ok(())
+    expect_listener_gone(case, port)
 }
 
-/// The holder closes; the peer acknowledges and stays silent. Its ACK of
-/// the FIN may be delayed (Linux enters "pingpong" mode on a FIN): nudge
-/// it out until the holder's end is in FIN_WAIT_2.
+/// The holder closes; the peer acknowledges and stays silent. The state
+/// means what a closed server's connection becomes once its silent peer
+/// acknowledged the FIN: the FIN_WAIT2 mini-socket (an inet_timewait_sock
+/// in substate FIN_WAIT2), which has no owner.
+///
+/// A plain close() gets there only by a race: when the peer's ACK lands
+/// while the orphan is locked (tcp_rcv_state_process, sock_owned_by_user),
+/// it stays a full socket, still owned by the holder's uid, and
+/// SO_REUSEPORT's same-owner rule then applies to it. So half-close first:
+/// the end reaches FIN_WAIT2 as a socket with a file, then close() finds
+/// FIN_WAIT2 and makes the mini-socket at once (tcp_close, when
+/// net.ipv4.tcp_fin_timeout <= 60 s; above that it stays a full socket,
+/// and the check below says so instead of recording it).
 fn hold_fin_wait_2(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
     let c = connect_pair(case, port)?;
     drop(c.listener);
-    drop(c.server);
+    c.server
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(|e| SetupError::failed("shutdown(SHUT_WR) of the accepted socket", e))?;
+    // The peer may delay its ACK of the FIN (Linux enters "pingpong" mode
+    // on a FIN): nudge it out.
     let client = &c.client;
-    held.check = await_tcp(
+    await_tcp(
         c.local,
         c.remote,
-        TcpState::FinWait2,
-        "closed connection",
+        owned(TcpState::FinWait2),
+        "half-closed connection",
         &|| {
             let _ = platform::flush_ack(client);
         },
     )?;
+    drop(c.server);
+    held.check = expect_tcp(
+        c.local,
+        Some(c.remote),
+        Observed::MiniSocket(TcpState::FinWait2),
+        "closed connection (the FIN_WAIT2 mini-socket)",
+    )?;
     held.abort_on_drop.push(c.client);
-    Ok(())
+    expect_listener_gone(case, port)
 }
 
 /// The server side closes first (active close), then the peer, then the
@@ -158,7 +183,7 @@ fn hold_time_wait(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupEr
     held.check = await_tcp(
         c.local,
         c.remote,
-        TcpState::TimeWait,
+        Observed::MiniSocket(TcpState::TimeWait),
         "server side of the connection",
         &no_nudge,
     )?;
@@ -192,7 +217,7 @@ fn hold_time_wait_client(case: &Case, port: u16, held: &mut Held) -> Result<(), 
     held.check = await_tcp(
         local,
         remote,
-        TcpState::TimeWait,
+        Observed::MiniSocket(TcpState::TimeWait),
         "client side of the connection",
         &no_nudge,
     )?;

@@ -109,6 +109,11 @@ fn old_states(port: u16, clients: &[SocketAddr], open: &[Socket]) -> Vec<Observe
         matches!(
             s,
             Observed::State(TcpState::FinWait1 | TcpState::LastAck | TcpState::Closing)
+                | Observed::Owned(
+                    TcpState::FinWait1 | TcpState::LastAck | TcpState::Closing,
+                    _
+                )
+                | Observed::MiniSocket(TcpState::FinWait1 | TcpState::LastAck | TcpState::Closing)
         )
     };
     let deadline = Instant::now() + SETTLE;
@@ -136,7 +141,9 @@ pub fn summary(old: &[Observed]) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for s in old {
         let name = match *s {
-            Observed::State(state) => state_name(state),
+            Observed::State(state) | Observed::Owned(state, _) | Observed::MiniSocket(state) => {
+                state_name(state)
+            }
             Observed::Absent => "gone".into(),
             Observed::Unknown => "not verified".into(),
         };
