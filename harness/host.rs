@@ -7,7 +7,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::outcome::Skip;
 use crate::platform;
-use crate::scenario::{Endpoint, Family, Holder};
+use crate::scenario::{Endpoint, Family, Holder, NO_OTHER_USER};
 
 /// The machine's capabilities, detected once per process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,9 +65,7 @@ impl Capabilities {
     pub fn lacks_holder(&self, holder: Holder) -> Option<Skip> {
         match (holder, platform::NO_SWITCH_USER) {
             (Holder::OtherUser, Some(why)) => Some(Skip::NotOnPlatform(why)),
-            (Holder::OtherUser, None) if !self.privileged => {
-                Some(Skip::Unavailable(crate::run::NO_OTHER_USER))
-            }
+            (Holder::OtherUser, None) if !self.privileged => Some(Skip::Unavailable(NO_OTHER_USER)),
             _ => None,
         }
     }

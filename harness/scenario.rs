@@ -459,6 +459,20 @@ pub enum Holder {
     OtherUser,
 }
 
+/// The unprivileged user an `other-user` holder switches to.
+macro_rules! other_user {
+    () => {
+        "nobody"
+    };
+}
+pub const OTHER_USER: &str = other_user!();
+
+/// Why `other-user` holders cannot run here, if so.
+pub const NO_OTHER_USER: &str = concat!(
+    "other-user needs root: the holder process switches to the unprivileged user ",
+    other_user!()
+);
+
 impl Named for Holder {
     const WHAT: &'static str = "holder";
     const ALL: &'static [Holder] = &[Holder::SameProcess, Holder::OtherProcess, Holder::OtherUser];

@@ -15,7 +15,6 @@ use crate::outcome::{Outcome, Record, Skip, StateCheck};
 use crate::platform;
 use crate::probe;
 use crate::scenario::{Named, TableKey};
-use crate::stories::{restart, unix_sockets};
 
 /// Output formats of the `addrinuse` command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -69,9 +68,12 @@ impl Recorded {
     /// How many leading columns of the table name a row.
     pub fn key_columns(&self) -> usize {
         match self {
+            // Address pair and first socket's options.
             Recorded::Matrix(_) => matrix::KEY_COLUMNS,
-            Recorded::Restart => restart::KEY_COLUMNS,
-            Recorded::UnixSockets => unix_sockets::KEY_COLUMNS,
+            // Departure and options.
+            Recorded::Restart => 2,
+            // The situation.
+            Recorded::UnixSockets => 1,
         }
     }
 }

@@ -31,24 +31,10 @@ use super::state;
 use crate::outcome::{OsError, SetupError, Side, StateCheck};
 use crate::platform;
 use crate::probe;
-use crate::scenario::{Case, Holder, SockOpt};
+use crate::scenario::{Case, Holder, SockOpt, OTHER_USER};
 use crate::spawn::{self, ChildProcess};
 
 const HELLO: &str = "ADDRINUSE-HOLDER 1";
-
-/// The unprivileged user an `other-user` holder switches to.
-macro_rules! other_user {
-    () => {
-        "nobody"
-    };
-}
-pub const OTHER_USER: &str = other_user!();
-
-/// Why `other-user` holders cannot run here, if so.
-pub const NO_OTHER_USER: &str = concat!(
-    "other-user needs root: the holder process switches to the unprivileged user ",
-    other_user!()
-);
 
 /// The longest a batch may take from spawn to READY.
 const BATCH_DEADLINE: Duration = Duration::from_secs(60);

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::thread;
 
-pub use holder::{serve as serve_holder, NO_OTHER_USER, OTHER_USER};
+pub use holder::serve as serve_holder;
 
 use crate::host;
 use crate::outcome::{Outcome, Record, SetupError, Skip, StateCheck};

@@ -20,6 +20,7 @@ use super::server::{self, ServerAddr, ServerProcess, Started};
 use crate::outcome::{OsError, Outcome, Side, Skip};
 use crate::platform::{self, Observed, TcpState};
 use crate::report::table::{Note, Table};
+use crate::report::Recorded;
 use crate::run::ports;
 use crate::run::setup::WAIT;
 use crate::scenario::{value_enum, Named, Options, Proto, SockOpt};
@@ -51,9 +52,6 @@ impl Named for Departure {
 }
 
 value_enum!(Departure);
-
-/// The story's table names a row by departure and options.
-pub const KEY_COLUMNS: usize = 2;
 
 /// The configurations a restarted server is tried with: none, SO_REUSEADDR,
 /// and Windows' SO_EXCLUSIVEADDRUSE (`unsupported` elsewhere).
@@ -311,7 +309,7 @@ pub fn table(stories: &[Story]) -> Table {
             .to_string(),
     ];
     let header = ["variant", "options", "old connections", "new server"].map(String::from);
-    let mut table = Table::new(heading, KEY_COLUMNS, header.to_vec());
+    let mut table = Table::new(heading, Recorded::Restart.key_columns(), header.to_vec());
     for s in stories {
         table.rows.push(vec![
             s.departure.name().to_string(),

@@ -12,6 +12,7 @@ use super::server::{ServerAddr, ServerProcess};
 use crate::outcome::{OsError, Outcome, Skip, StateCheck};
 use crate::platform;
 use crate::report::table::Table;
+use crate::report::Recorded;
 use crate::spawn;
 
 /// What was there before the new bind.
@@ -185,14 +186,15 @@ fn tempfile_dir() -> std::io::Result<tempfile::TempDir> {
     tempfile::Builder::new().prefix("addrinuse-").tempdir()
 }
 
-/// The table names a row by situation alone.
-pub const KEY_COLUMNS: usize = 1;
-
 /// The results as a table (the form stored in snapshots).
 pub fn table(results: &[(Situation, Outcome)]) -> Table {
     let heading = "unix-domain sockets: what a new socket's bind()/listen() answers on a path or name already used";
     let header = vec!["situation".to_string(), "new socket".to_string()];
-    let mut table = Table::new(vec![heading.to_string()], KEY_COLUMNS, header);
+    let mut table = Table::new(
+        vec![heading.to_string()],
+        Recorded::UnixSockets.key_columns(),
+        header,
+    );
     for (situation, outcome) in results {
         let mut cell = outcome.cell();
         if let Some(reason) = outcome.reason() {
