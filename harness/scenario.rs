@@ -455,22 +455,33 @@ pub enum Holder {
     SameProcess,
     /// A child process (the suite's own binary in holder mode).
     OtherProcess,
-    /// A child process running as another, unprivileged user (`nobody`).
+    /// A child process running as an unprivileged user (`nobody`), while
+    /// a second child running as another unprivileged user (`daemon`)
+    /// binds the second socket.
     OtherUser,
 }
 
-/// The unprivileged user an `other-user` holder switches to.
-macro_rules! other_user {
-    () => {
+/// `other-user` cases: the unprivileged user that holds the first socket,
+/// and a second one that binds the second socket (neither is root: BSD
+/// kernels skip their cross-user check for a privileged binder).
+macro_rules! other_users {
+    (first) => {
         "nobody"
     };
+    (second) => {
+        "daemon"
+    };
 }
-pub const OTHER_USER: &str = other_user!();
+pub const OTHER_USER: &str = other_users!(first);
+pub const SECOND_USER: &str = other_users!(second);
 
-/// Why `other-user` holders cannot run here, if so.
+/// Why `other-user` cases cannot run here, if so.
 pub const NO_OTHER_USER: &str = concat!(
-    "other-user needs root: the holder process switches to the unprivileged user ",
-    other_user!()
+    "other-user needs root: child processes switch to the unprivileged users ",
+    other_users!(first),
+    " (first socket) and ",
+    other_users!(second),
+    " (second socket)"
 );
 
 impl Named for Holder {

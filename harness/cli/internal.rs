@@ -44,8 +44,13 @@ pub fn serve(args: ServeArgs) -> Done {
     })
 }
 
-pub fn hold(as_user: Option<String>) -> Done {
-    Ok(match addrinuse::run::serve_holder(as_user.as_deref()) {
+pub fn hold(as_user: Option<String>, second: bool) -> Done {
+    let serve = if second {
+        addrinuse::run::serve_binder
+    } else {
+        addrinuse::run::serve_holder
+    };
+    Ok(match serve(as_user.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
     })

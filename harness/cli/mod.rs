@@ -143,6 +143,9 @@ enum Command {
         /// Switch to this unprivileged user before creating any socket.
         #[arg(long)]
         as_user: Option<String>,
+        /// Bind second sockets for the parent instead of holding first ones.
+        #[arg(long)]
+        second: bool,
     },
     /// Measure the harness against a bare socket2 loop, per state.
     Bench {
@@ -201,7 +204,7 @@ pub fn exec(cli: Cli, out: &mut dyn Write) -> Done {
         Some(Command::Compare { snapshots, format }) => compare::exec(snapshots, format, out),
         Some(Command::Restart(args)) => restart::exec(args, out),
         Some(Command::Serve(args)) => internal::serve(args),
-        Some(Command::Hold { as_user }) => internal::hold(as_user),
+        Some(Command::Hold { as_user, second }) => internal::hold(as_user, second),
         Some(Command::Bench { iterations }) => bench::exec(iterations, out),
     }
 }

@@ -3,7 +3,7 @@
 use crate::host::{capabilities, v6only_default};
 use crate::platform;
 use crate::run::ports;
-use crate::scenario::SockOpt;
+use crate::scenario::{SockOpt, OTHER_USER, SECOND_USER};
 
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.into()
@@ -44,6 +44,10 @@ pub fn facts() -> Vec<(&'static str, String)> {
         ),
         ("state verification", platform::STATE_CHECK.into()),
         ("network namespace", crate::run::network().into()),
+        (
+            "other-user holders",
+            format!("first socket {OTHER_USER}, second socket {SECOND_USER}"),
+        ),
         // Not `ports::pool()`: the header must not take the ports' lock.
         (
             "ports used by the harness",

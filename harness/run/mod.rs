@@ -3,6 +3,7 @@
 //! precheck → a leased port → the first socket held (here or by a child
 //! process, through `Holding`) → the second bind → release.
 
+mod binder;
 mod holder;
 pub mod ports;
 pub mod second;
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::thread;
 
+pub use binder::serve as serve_binder;
 pub use holder::serve as serve_holder;
 
 use crate::host;
@@ -22,6 +24,7 @@ use crate::outcome::{Outcome, Record, SetupError, Skip, StateCheck};
 use crate::platform;
 use crate::scenario::{Case, Holder};
 use crate::spawn;
+use binder::Binding;
 
 /// Where this process's cases run, as the header says it.
 static NETWORK: OnceLock<String> = OnceLock::new();
@@ -149,17 +152,22 @@ fn run_unit(cases: &[Case]) -> Vec<Record> {
         }),
         Some(holder) => Box::new(holder::Child::start(holder, &pairs)),
     };
+    let mut binding: Box<dyn Binding> = match cases.first().map(|c| c.holder) {
+        Some(Holder::OtherUser) if !pairs.is_empty() => Box::new(binder::Child::start()),
+        _ => Box::new(binder::Here),
+    };
     for (i, (at, (case, port))) in jobs.iter().enumerate() {
         // No child may start (and inherit sockets) in the middle of a case.
         let _quiet = spawn::sockets();
         let outcome = match holding.hold(i) {
-            Ok(check) => second::bind(case, *port, check, &mut || holding.first_listens(i)),
+            Ok(check) => binding.bind(case, *port, check, &mut || holding.first_listens(i)),
             Err(e) => e.into(),
         };
         holding.release(i);
         records[*at].outcome = outcome;
         records[*at].port = Some(*port);
     }
+    drop(binding);
     drop(holding);
     drop(leases);
     records

@@ -1,0 +1,283 @@
+//! The second socket bound by another process. In `other-user` cases a
+//! child running as a second unprivileged user binds it, so that neither
+//! socket belongs to root: the BSD kernels skip their cross-user check
+//! when the binder is privileged, and a root binder would hide the rule.
+//!
+//! The conversation, one line each way, per case:
+//!
+//! ```text
+//! child  -> ADDRINUSE-BINDER 1                (after switching user)
+//! parent -> BIND <port> <probe text>
+//! child  -> BOUND                             (bound-then-listen only:)
+//! parent -> LISTEN | ABORT                    (after the first socket listened)
+//! child  -> ANSWER <answer>                   (then closes the socket)
+//! ```
+
+use std::fmt;
+use std::io::{self, BufRead, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::second;
+use crate::outcome::{OsError, Outcome, Side, Skip, StateCheck};
+use crate::platform;
+use crate::probe;
+use crate::scenario::{Case, SockOpt, SECOND_USER};
+use crate::spawn::{self, ChildProcess};
+
+const HELLO: &str = "ADDRINUSE-BINDER 1";
+
+/// The longest one case's bind may take, answer included.
+const CASE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Who binds the second socket of a case.
+pub trait Binding {
+    fn bind(
+        &mut self,
+        case: &Case,
+        port: u16,
+        check: StateCheck,
+        first_listens: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Outcome;
+}
+
+/// This process binds it.
+pub struct Here;
+
+impl Binding for Here {
+    fn bind(
+        &mut self,
+        case: &Case,
+        port: u16,
+        check: StateCheck,
+        first_listens: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Outcome {
+        second::bind(case, port, check, first_listens)
+    }
+}
+
+/// The second socket's answer on the wire (the parent adds the state
+/// check, which is the holder's word).
+#[derive(Debug, PartialEq, Eq)]
+struct Answer(Outcome);
+
+fn step(result: &Result<(), OsError>) -> String {
+    match result {
+        Ok(()) => "ok".into(),
+        Err(e) => e.code.to_string(),
+    }
+}
+
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Outcome::Ran { bind, listen, .. } => {
+                let listen = listen.as_ref().map_or("-".into(), step);
+                write!(f, "ran {} {listen}", step(bind))
+            }
+            Outcome::Refused {
+                socket,
+                option,
+                error,
+            } => write!(
+                f,
+                "refused {} {} {}",
+                socket.name(),
+                option.short(),
+                error.code
+            ),
+            Outcome::Skipped(Skip::Unsupported(opt)) => write!(f, "unsupported {}", opt.short()),
+            Outcome::Skipped(skip) => write!(f, "failed {}", skip.reason()),
+            Outcome::SetupFailed(why) => write!(f, "failed {}", why.replace(['\n', '\r'], " ")),
+        }
+    }
+}
+
+impl Answer {
+    fn parse(text: &str, check: StateCheck) -> Result<Outcome, String> {
+        let bad = || format!("the binder process said something unexpected: {text}");
+        let result = |word: &str| -> Result<Result<(), OsError>, String> {
+            match word {
+                "ok" => Ok(Ok(())),
+                code => Ok(Err(OsError {
+                    code: code.parse().map_err(|_| bad())?,
+                })),
+            }
+        };
+        let option = |name: &str| SockOpt::from_short(name).ok_or_else(bad);
+        let (kind, rest) = text.split_once(' ').ok_or_else(bad)?;
+        let words: Vec<&str> = rest.split(' ').collect();
+        Ok(match (kind, &words[..]) {
+            ("ran", [bind, listen]) => Outcome::Ran {
+                bind: result(bind)?,
+                listen: match *listen {
+                    "-" => None,
+                    word => Some(result(word)?),
+                },
+                check,
+            },
+            ("refused", [side, opt, code]) => Outcome::Refused {
+                socket: if *side == "first" {
+                    Side::First
+                } else {
+                    Side::Second
+                },
+                option: option(opt)?,
+                error: OsError {
+                    code: code.parse().map_err(|_| bad())?,
+                },
+            },
+            ("unsupported", [opt]) => Outcome::Skipped(Skip::Unsupported(option(opt)?)),
+            ("failed", _) => Outcome::SetupFailed(rest.to_string()),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// A child process, running as `SECOND_USER`, that binds second sockets.
+pub struct Child {
+    process: Result<ChildProcess, String>,
+}
+
+impl Child {
+    pub fn start() -> Child {
+        let process = (|| {
+            let mut command = Command::new(spawn::program()?);
+            command.args(["hold", "--second", "--as-user", SECOND_USER]);
+            let process = ChildProcess::start(&mut command, "the binder process")?;
+            match process.line(Instant::now() + CASE_DEADLINE)? {
+                hello if hello == HELLO => Ok(process),
+                other => Err(format!("the binder process failed to start: {other}")),
+            }
+        })();
+        Child { process }
+    }
+
+    fn converse(
+        &mut self,
+        case: &Case,
+        port: u16,
+        check: StateCheck,
+        first_listens: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<Outcome, String> {
+        let process = self.process.as_mut().map_err(|why| why.clone())?;
+        let deadline = Instant::now() + CASE_DEADLINE;
+        process.send(&format!("BIND {port} {}\n", probe::format(case)))?;
+        let mut aborted = None;
+        loop {
+            let line = process.line(deadline)?;
+            if line == "BOUND" {
+                match first_listens() {
+                    Ok(()) => process.send("LISTEN\n")?,
+                    Err(why) => {
+                        process.send("ABORT\n")?;
+                        aborted = Some(why);
+                    }
+                }
+                continue;
+            }
+            let answer = line
+                .strip_prefix("ANSWER ")
+                .ok_or_else(|| format!("the binder process said something unexpected: {line}"))?;
+            return match aborted {
+                Some(why) => Ok(Outcome::SetupFailed(why)),
+                None => Answer::parse(answer, check),
+            };
+        }
+    }
+}
+
+impl Binding for Child {
+    fn bind(
+        &mut self,
+        case: &Case,
+        port: u16,
+        check: StateCheck,
+        first_listens: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Outcome {
+        match self.converse(case, port, check, first_listens) {
+            Ok(outcome) => outcome,
+            Err(why) => {
+                // A child that broke once answers no more.
+                self.process = Err(why.clone());
+                Outcome::SetupFailed(why)
+            }
+        }
+    }
+}
+
+/// Binder mode (`addrinuse hold --second`): bind second sockets as the
+/// parent asks, until its end of the pipe closes.
+pub fn serve(as_user: Option<&str>) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if let Some(user) = as_user {
+        if let Err(e) = platform::become_user(user) {
+            writeln!(out, "FATAL cannot switch to user {user}: {e}")?;
+            return Ok(());
+        }
+    }
+    writeln!(out, "{HELLO}")?;
+    out.flush()?;
+    let stdin = io::stdin();
+    let mut lines = stdin.lock().lines();
+    while let Some(line) = lines.next() {
+        let line = line?;
+        let Some((port, text)) = line.strip_prefix("BIND ").and_then(|r| r.split_once(' ')) else {
+            continue;
+        };
+        let words = vec![text.to_string()];
+        let outcome = match (port.parse::<u16>(), probe::parse(&words)) {
+            (Ok(port), Ok(case)) => {
+                let mut go_ahead = || -> Result<(), String> {
+                    writeln!(out, "BOUND").map_err(|e| e.to_string())?;
+                    out.flush().map_err(|e| e.to_string())?;
+                    match lines.next() {
+                        Some(Ok(word)) if word == "LISTEN" => Ok(()),
+                        _ => Err("aborted by the parent".into()),
+                    }
+                };
+                second::bind(&case, port, StateCheck::Verified, &mut go_ahead)
+            }
+            (Err(_), _) => Outcome::SetupFailed(format!("bad port {port}")),
+            (_, Err(why)) => Outcome::SetupFailed(format!("bad case: {why}")),
+        };
+        writeln!(out, "ANSWER {}", Answer(outcome))?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_answer_reads_back_as_written() {
+        let check = StateCheck::Unverified;
+        let answers = [
+            Outcome::Ran {
+                bind: Ok(()),
+                listen: Some(Err(OsError { code: 98 })),
+                check,
+            },
+            Outcome::Ran {
+                bind: Err(OsError { code: 98 }),
+                listen: None,
+                check,
+            },
+            Outcome::Refused {
+                socket: Side::Second,
+                option: SockOpt::ExclusiveAddrUse,
+                error: OsError { code: 10022 },
+            },
+            Outcome::Skipped(Skip::Unsupported(SockOpt::ReusePortLb)),
+            Outcome::SetupFailed("bind() of the first socket: EADDRINUSE".into()),
+        ];
+        for outcome in answers {
+            let text = Answer(outcome.clone()).to_string();
+            assert_eq!(Answer::parse(&text, check), Ok(outcome), "{text}");
+        }
+        assert!(Answer::parse("ran maybe -", check).is_err());
+        assert!(Answer::parse("nonsense", check).is_err());
+    }
+}
