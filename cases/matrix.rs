@@ -130,11 +130,10 @@ fn main() {
     // Before any thread: the tables run in a network of their own (root).
     run::isolate();
     common::init();
-    let mut args = Arguments::from_args();
-    // One table at a time: each already runs its cases on every core.
-    // (Tables run side by side in one process have given setup failures
-    // now and then: a socket seen in the kernel's table after close().)
-    args.test_threads = args.test_threads.or(Some(1));
+    // Tables run side by side. Nothing in this process may start a child
+    // outside the spawn lock while cases run: insta would, to find the
+    // workspace, unless INSTA_WORKSPACE_ROOT is set (.cargo/config.toml).
+    let args = Arguments::from_args();
     let mut trials = vec![
         Trial::test("platform_is_recorded", platform_is_recorded),
         Trial::test("no_stale_snapshots", no_stale_snapshots),

@@ -35,6 +35,8 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
             let _ = write!(io::stderr(), "\r{done}/{total} cases");
         }
     };
+    // The ports first: waiting for another run is not this run's time.
+    run::ports::pool();
     let start = Instant::now();
     let records = run::run_all(&cases, threads, &progress);
     if progress_shown {

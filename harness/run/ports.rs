@@ -28,7 +28,7 @@ use crate::spawn;
 /// this process uses it).
 pub struct PortPool {
     /// Held for the life of the process (see `lock_ports`).
-    _lock: Option<std::fs::File>,
+    _lock: Option<PortLock>,
     segments: Vec<(u16, u16)>,
     busy_until: Vec<AtomicU32>,
     next: AtomicU32,
@@ -102,11 +102,67 @@ pub fn choose_segments(ephemeral: Option<(u16, u16)>) -> Vec<(u16, u16)> {
 /// ports.
 const WAIT_FOR_OTHER_RUN: Duration = Duration::from_secs(600);
 
-/// Take the machine-wide lock on the harness's ports for the rest of this
-/// process's life: two addrinuse processes choosing ports at once could
-/// pick the same port between the free-port check and the bind, and change
-/// each other's answers. A second run waits for the first (bounded).
-fn lock_ports() -> Option<std::fs::File> {
+/// What keeps other addrinuse runs off this run's ports while it lives.
+#[allow(dead_code)] // held for its Drop, never read
+enum PortLock {
+    /// Linux: an abstract Unix socket name. Abstract names belong to the
+    /// network namespace, exactly like the ports they guard: every run in
+    /// this namespace finds it, whatever its TMPDIR. The kernel drops it
+    /// when the process dies, however it dies.
+    Name(Socket),
+    /// Elsewhere: a lock file in the temporary folder.
+    File(std::fs::File),
+}
+
+/// Take the lock on the harness's ports for the rest of this process's
+/// life: two addrinuse processes choosing ports at once could pick the same
+/// port between the free-port check and the bind, and change each other's
+/// answers. A run in a network namespace of its own needs none. A second
+/// run waits for the first (bounded, and said on stderr).
+fn lock_ports() -> Option<PortLock> {
+    if super::network().starts_with("private") {
+        return None;
+    }
+    match platform::abstract_unix_addr("addrinuse-ports-lock") {
+        Some(name) => lock_by_name(&name).map(PortLock::Name),
+        None => lock_file().map(PortLock::File),
+    }
+}
+
+fn announce_wait(what: &str) {
+    eprintln!(
+        "addrinuse: waiting up to {} s for another addrinuse run {what} to finish",
+        WAIT_FOR_OTHER_RUN.as_secs()
+    );
+}
+
+fn lock_by_name(name: &socket2::SockAddr) -> Option<Socket> {
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        // CLOEXEC (socket2's default): children never inherit it.
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None).ok()?;
+        match socket.bind(name) {
+            Ok(()) => return Some(socket),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && start.elapsed() < WAIT_FOR_OTHER_RUN =>
+            {
+                if !told && start.elapsed() > Duration::from_secs(1) {
+                    announce_wait("in this network namespace");
+                    told = true;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                eprintln!("addrinuse: going on without the ports' lock: {e}");
+                return None;
+            }
+        }
+    }
+}
+
+fn lock_file() -> Option<std::fs::File> {
     let path = std::env::temp_dir().join("addrinuse-ports.lock");
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -123,17 +179,20 @@ fn lock_ports() -> Option<std::fs::File> {
             Ok(()) => return Some(file),
             Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < WAIT_FOR_OTHER_RUN => {
                 if !told && start.elapsed() > Duration::from_secs(1) {
-                    eprintln!(
-                        "addrinuse: waiting for another addrinuse run to finish ({})",
-                        path.display()
-                    );
+                    announce_wait(&format!("({})", path.display()));
                     told = true;
                 }
                 thread::sleep(Duration::from_millis(20));
             }
             // No lock to be had (a file system without locks, or waited
             // too long): go on without it rather than never run.
-            Err(_) => return None,
+            Err(_) => {
+                eprintln!(
+                    "addrinuse: going on without the ports' lock ({})",
+                    path.display()
+                );
+                return None;
+            }
         }
     }
 }
@@ -232,6 +291,18 @@ impl PortPool {
                     WAIT_FOR_PORTS.as_secs()
                 ));
             }
+            // Said once per process: every port is busy, mostly with
+            // TIME_WAIT that earlier runs in this network left.
+            static TOLD: std::sync::Once = std::sync::Once::new();
+            TOLD.call_once(|| {
+                eprintln!(
+                    "\naddrinuse: waiting up to {} s for ports to leave TIME_WAIT: all {len} ports \
+                     of {} are in use (earlier runs in this network; as root each run gets a \
+                     network of its own)",
+                    WAIT_FOR_PORTS.as_secs(),
+                    describe(&self.segments)
+                );
+            });
             thread::sleep(Duration::from_millis(50));
         }
     }
