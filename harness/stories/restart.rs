@@ -98,33 +98,28 @@ fn state_name(state: TcpState) -> String {
     }
 }
 
-/// The server-side states of the old connections, after they settled.
-/// Clients still open are nudged to acknowledge a FIN at once (see
-/// `platform::flush_ack`).
-fn old_states(port: u16, clients: &[SocketAddr], open: &[Socket]) -> Vec<Observed> {
+/// The server-side states of the old connections as a restart meets them:
+/// right after the old server went away, with nobody hurrying the clients
+/// (after a hard kill that is FIN_WAIT1, until the clients' delayed ACKs
+/// come). Only LAST_ACK and CLOSING, which end on the next ACK, are given
+/// a moment to settle, so that the table does not record a race.
+fn old_states(port: u16, clients: &[SocketAddr]) -> Vec<Observed> {
     let server = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let transitional = |s: &Observed| {
+    let settling = |s: &Observed| {
         matches!(
             s,
-            Observed::State(TcpState::FinWait1 | TcpState::LastAck | TcpState::Closing)
-                | Observed::Owned(
-                    TcpState::FinWait1 | TcpState::LastAck | TcpState::Closing,
-                    _
-                )
-                | Observed::MiniSocket(TcpState::FinWait1 | TcpState::LastAck | TcpState::Closing)
+            Observed::State(TcpState::LastAck | TcpState::Closing)
+                | Observed::Owned(TcpState::LastAck | TcpState::Closing, _)
+                | Observed::MiniSocket(TcpState::LastAck | TcpState::Closing)
         )
     };
     let deadline = Instant::now() + SETTLE;
-    let mut seen: Vec<Observed>;
     loop {
-        for client in open {
-            let _ = platform::flush_ack(client);
-        }
-        seen = clients
+        let seen: Vec<Observed> = clients
             .iter()
             .map(|c| platform::observe_tcp(server, Some(*c)).unwrap_or(Observed::Unknown))
             .collect();
-        if !seen.iter().any(transitional) || Instant::now() >= deadline {
+        if !seen.iter().any(settling) || Instant::now() >= deadline {
             return seen;
         }
         thread::sleep(Duration::from_micros(200));
@@ -247,7 +242,7 @@ fn run_checked(story: &mut Story, log: &mut dyn FnMut(Duration, String)) -> Resu
     }
     story.old = {
         let _quiet = spawn::sockets();
-        old_states(port, &client_addrs, &clients)
+        old_states(port, &client_addrs)
     };
     say(format!(
         "old connections, server side: {}",
@@ -306,8 +301,8 @@ pub fn table(stories: &[Story]) -> Table {
             "restart story: an echo server on 0.0.0.0:port with {CLIENTS} connected clients goes away; \
              a new server process with the same options binds the same port at once"
         ),
-        "old connections = the old server's ends of the connections when the new server binds; \
-         new server = its bind()/listen()"
+        "old connections = the old server's ends of the connections right after it went away, \
+         nobody hurrying the clients; new server = its bind()/listen()"
             .to_string(),
     ];
     let header = ["variant", "options", "old connections", "new server"].map(String::from);
