@@ -464,3 +464,31 @@ fn a_closed_stdout_is_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
 }
+
+/// A Windows checkout with `core.autocrlf` turns every snapshot into CRLF:
+/// compare reads it like the LF original (no difference at all).
+#[test]
+fn compare_reads_a_crlf_checkout() {
+    let recorded = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/linux");
+    let tmp = tempfile::tempdir().unwrap();
+    for (os, crlf) in [("linux", false), ("otheros", true)] {
+        let dir = tmp.path().join("snapshots").join(os);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(&recorded).unwrap() {
+            let entry = entry.unwrap();
+            let mut text = std::fs::read_to_string(entry.path()).unwrap();
+            if crlf {
+                text = text.replace('\n', "\r\n");
+            }
+            std::fs::write(dir.join(entry.file_name()), text).unwrap();
+        }
+    }
+    let dir = tmp.path().join("snapshots");
+    let out = addrinuse(&["compare", "--snapshots", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("cells that differ between platforms: 0"),
+        "{text}"
+    );
+}

@@ -96,6 +96,10 @@ pub enum SetupError {
     Unsupported(SockOpt),
     /// The OS refused an option: a real answer, recorded as such.
     Refused(Side, SockOpt, OsError),
+    /// The kernel refused the first socket's `bind()` or `connect()` on a
+    /// port checked free: also an answer (a new kernel's refusal is then
+    /// reviewable instead of looking like a broken runner).
+    FirstRefused(&'static str, OsError),
     /// Anything else: the case is `setup-failed` with this reason.
     Failed(String),
 }
@@ -118,6 +122,7 @@ impl From<SetupError> for Outcome {
                 option,
                 error,
             },
+            SetupError::FirstRefused(call, error) => Outcome::FirstRefused { call, error },
             SetupError::Failed(why) => Outcome::SetupFailed(why),
         }
     }
@@ -141,6 +146,11 @@ pub enum Outcome {
         option: SockOpt,
         error: OsError,
     },
+    /// The kernel refused the first socket's `call` (`bind`, `connect`).
+    FirstRefused {
+        call: &'static str,
+        error: OsError,
+    },
     Skipped(Skip),
     /// The first socket could not be brought into its state, or the state
     /// did not verify: nothing is claimed about the second bind.
@@ -160,6 +170,7 @@ impl Outcome {
         match self {
             Outcome::Ran { bind, .. } => step(bind),
             Outcome::Refused { .. } => "option-refused".into(),
+            Outcome::FirstRefused { .. } => "first-refused".into(),
             // The same word the table cell shows.
             Outcome::Skipped(skip) if skip.is_unsupported() => "unsupported".into(),
             Outcome::Skipped(_) => "skipped".into(),
@@ -197,6 +208,7 @@ impl Outcome {
                 cell
             }
             Outcome::Refused { socket, error, .. } => format!("{}-opt:{error}", socket.name()),
+            Outcome::FirstRefused { call, error } => format!("first-{call}:{error}"),
             Outcome::Skipped(Skip::Unsupported(_) | Skip::NotOnPlatform(_)) => "unsupported".into(),
             Outcome::Skipped(Skip::Unavailable(_)) => "skipped".into(),
             Outcome::SetupFailed(_) => "setup-failed".into(),
@@ -222,6 +234,9 @@ impl Outcome {
                 "setsockopt({}) on the {} socket failed with {error}",
                 option.name(),
                 socket.name()
+            )),
+            Outcome::FirstRefused { call, error } => Some(format!(
+                "the kernel refused the first socket's {call}() on a port checked free: {error}"
             )),
             Outcome::Ran { .. } => None,
         }

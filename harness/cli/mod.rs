@@ -79,8 +79,9 @@ the Unix-domain socket table). A summary line with counts and timing goes to
 stderr.
 
 Cells: ok, an error name (EADDRINUSE, ...), bind/listen for TCP (ok/EADDRINUSE: the bind worked,
-listen() failed), skipped[n] or setup-failed[n] with the reason in note n, unsupported (the option
-does not exist on this OS), a trailing ? when the first socket's state could not be verified.
+listen() failed), first-bind:E... or first-connect:E... (the kernel refused the first socket),
+skipped[n] or setup-failed[n] with the reason in note n, unsupported (the option does not exist on
+this OS), a trailing ? when the first socket's state could not be verified.
 
 Probe grammar: {grammar}
   addrinuse probe tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0+reuseaddr

@@ -204,3 +204,10 @@ pub const TIME_WAIT: std::time::Duration = std::time::Duration::from_secs(61);
 pub fn private_network() -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
+
+/// Readies the free-port check's probe socket (see `ports::is_free`).
+pub fn prepare_free_probe(_socket: &Socket) {}
+
+/// Whether a dual-stack `[::]` bind can succeed beside an IPv4 socket on the
+/// same port, so that the free-port check must try `0.0.0.0` too.
+pub const DUAL_STACK_PROBE_MISSES_V4: bool = true;

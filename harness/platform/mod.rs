@@ -39,7 +39,8 @@ mod os;
 
 pub use os::{
     abstract_unix_addr, become_user, ephemeral_ports, error_name, facts, flush_ack, is_listening,
-    observe_tcp, private_network, set_option, NO_SWITCH_USER, POLL, STATE_CHECK, TIME_WAIT,
+    observe_tcp, prepare_free_probe, private_network, set_option, DUAL_STACK_PROBE_MISSES_V4,
+    NO_SWITCH_USER, POLL, STATE_CHECK, TIME_WAIT,
 };
 
 /// The platform's name for tables and snapshot folders: the same value as
@@ -161,6 +162,8 @@ const _: &str = STATE_CHECK;
 const _: std::time::Duration = TIME_WAIT;
 const _: std::time::Duration = POLL;
 const _: fn() -> io::Result<()> = private_network;
+const _: fn(&Socket) = prepare_free_probe;
+const _: bool = DUAL_STACK_PROBE_MISSES_V4;
 const _: Option<&str> = NO_SWITCH_USER;
 const _: fn(&str) -> io::Result<()> = become_user;
 const _: fn(&str) -> Option<socket2::SockAddr> = abstract_unix_addr;

@@ -258,3 +258,68 @@ pub fn report_markdown(recorded: &RecordedTables) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(tables: &[(&str, &str, Table)]) -> RecordedTables {
+        let mut out = RecordedTables::new();
+        for (os, name, table) in tables {
+            out.entry(os.to_string())
+                .or_default()
+                .insert(name.to_string(), answers(table));
+        }
+        out
+    }
+
+    fn matrix_table(cell: &str) -> Table {
+        let header = ["first -> second", "first options", "none"].map(String::from);
+        let mut t = Table::new(vec!["title".into()], 2, header.to_vec());
+        t.rows.push(
+            ["0.0.0.0 -> 0.0.0.0", "none", cell]
+                .map(String::from)
+                .to_vec(),
+        );
+        t.notes.push(Note::NotRun {
+            os: "linux".into(),
+            left_out: vec!["exclusive".into()],
+        });
+        t
+    }
+
+    #[test]
+    fn option_sets_not_run_compare_as_unsupported() {
+        let a = answers(&matrix_table("ok"));
+        let key = |second: &str| ("0.0.0.0 -> 0.0.0.0".into(), "none".into(), second.into());
+        assert_eq!(a.get(&key("none")), "ok");
+        assert_eq!(a.get(&key("exclusive")), "unsupported");
+    }
+
+    /// A platform that runs none of a table's cases records it without rows
+    /// (Windows' other-user tables): every cell of it is `unsupported`.
+    #[test]
+    fn a_table_without_rows_answers_unsupported_everywhere() {
+        let mut none = Table::new(vec!["title".into()], 2, Vec::new());
+        none.notes
+            .push(Note::Text("unsupported on windows: no such holder".into()));
+        let tables = recorded(&[
+            ("linux", "t", matrix_table("EADDRINUSE")),
+            ("windows", "t", none),
+        ]);
+        let diffs = differences(&tables);
+        assert!(!diffs.is_empty());
+        for d in diffs {
+            assert_eq!(d.answers[1], "unsupported", "{:?}", d.cell);
+        }
+    }
+
+    #[test]
+    fn an_unverified_mark_is_not_a_difference() {
+        let tables = recorded(&[
+            ("linux", "t", matrix_table("ok/ok")),
+            ("macos", "t", matrix_table("ok/ok?")),
+        ]);
+        assert!(differences(&tables).is_empty());
+    }
+}

@@ -31,7 +31,9 @@ pub fn record(record: &Record) -> Value {
             listen.and_then(|l| l.err()).map(|e| e.code),
             Some(*check == StateCheck::Verified),
         ),
-        Outcome::Refused { error, .. } => (Some(error.code), None, None),
+        Outcome::Refused { error, .. } | Outcome::FirstRefused { error, .. } => {
+            (Some(error.code), None, None)
+        }
         _ => (None, None, None),
     };
     json!({

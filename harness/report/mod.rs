@@ -117,7 +117,12 @@ pub fn summary(cases: &[Outcome], extra: &[Outcome], elapsed: Duration, threads:
     let count = |f: &dyn Fn(&Outcome) -> bool| all().filter(|o| f(o)).count();
     let mut line = format!(
         "{} ran, {} unsupported, {} skipped, {} setup-failed: {} cases",
-        count(&|o| matches!(o, Outcome::Ran { .. } | Outcome::Refused { .. })),
+        count(&|o| {
+            matches!(
+                o,
+                Outcome::Ran { .. } | Outcome::Refused { .. } | Outcome::FirstRefused { .. }
+            )
+        }),
         count(&|o| o.is_unsupported()),
         count(&|o| matches!(o, Outcome::Skipped(Skip::Unavailable(_)))),
         count(&|o| matches!(o, Outcome::SetupFailed(_))),

@@ -88,6 +88,8 @@ impl fmt::Display for Answer {
             ),
             Outcome::Skipped(Skip::Unsupported(opt)) => write!(f, "unsupported {}", opt.short()),
             Outcome::Skipped(skip) => write!(f, "failed {}", skip.reason()),
+            // The second socket's side never reports the first's refusal.
+            Outcome::FirstRefused { .. } => write!(f, "failed {}", self.0.cell()),
             Outcome::SetupFailed(why) => write!(f, "failed {}", why.replace(['\n', '\r'], " ")),
         }
     }

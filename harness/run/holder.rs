@@ -9,7 +9,8 @@
 //! parent -> CASE <index> <port> <probe text>  (one per case)
 //! parent -> GO
 //! child  -> HELD <index> verified|unverified | UNSUPPORTED <index> <option>
-//!         | REFUSED <index> <side> <option> <code> | FAILED <index> <reason>
+//!         | REFUSED <index> <side> <option> <code>
+//!         | FIRST-REFUSED <index> bind|connect <code> | FAILED <index> <reason>
 //! child  -> READY
 //!           (the parent binds every second socket; for bound-then-listen:)
 //! parent -> LISTEN <index>
@@ -62,6 +63,9 @@ impl fmt::Display for Held {
                     err.code
                 )
             }
+            Err(SetupError::FirstRefused(call, err)) => {
+                write!(f, "FIRST-REFUSED {i} {call} {}", err.code)
+            }
             // One line per reply, whatever the reason says.
             Err(SetupError::Failed(why)) => write!(f, "FAILED {i} {}", one_line(why)),
         }
@@ -94,6 +98,16 @@ impl std::str::FromStr for Held {
                 };
                 let code = code.parse().map_err(|_| bad())?;
                 Err(SetupError::Refused(side, option(opt)?, OsError { code }))
+            }
+            ("FIRST-REFUSED", rest) => {
+                let (call, code) = rest.split_once(' ').ok_or_else(bad)?;
+                let call = match call {
+                    "bind" => "bind",
+                    "connect" => "connect",
+                    _ => return Err(bad()),
+                };
+                let code = code.parse().map_err(|_| bad())?;
+                Err(SetupError::FirstRefused(call, OsError { code }))
             }
             ("FAILED", why) => Err(SetupError::Failed(why.to_string())),
             _ => return Err(bad()),
@@ -302,6 +316,7 @@ mod tests {
                 SockOpt::ExclusiveAddrUse,
                 OsError { code: 10022 },
             )),
+            Err(SetupError::FirstRefused("connect", OsError { code: 111 })),
             Err(SetupError::Failed("accept(): ETIMEDOUT".into())),
         ];
         for (index, result) in replies.into_iter().enumerate() {

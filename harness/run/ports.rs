@@ -310,8 +310,10 @@ impl PortPool {
 
 /// Whether nothing at all holds `port`: a wildcard bind without any reuse
 /// option conflicts with every socket on the port, whatever its address
-/// or state (TIME_WAIT included). With IPv6, a dual-stack `[::]` covers
-/// both families at once.
+/// or state (TIME_WAIT included). On Linux a dual-stack `[::]` covers both
+/// families at once; on the BSDs it can bind beside an IPv4 socket, so
+/// `0.0.0.0` is tried too; on Windows a plain bind goes over TIME_WAIT, so
+/// the probe asks for SO_EXCLUSIVEADDRUSE (`platform::prepare_free_probe`).
 pub fn is_free(proto: Proto, port: u16) -> bool {
     let ty = Type::from(proto);
     // A child started right now must not keep the check's socket bound.
@@ -319,18 +321,23 @@ pub fn is_free(proto: Proto, port: u16) -> bool {
     let attempt = |addr: SocketAddr, dual: bool| {
         Socket::new(Domain::for_address(addr), ty, None)
             .and_then(|s| {
+                platform::prepare_free_probe(&s);
                 if dual && host::v6only_by_default() {
                     s.set_only_v6(false)?;
                 }
-                s.bind(&addr.into())
+                // Both probes bound at once: each must find the port free.
+                s.bind(&addr.into()).map(|()| s)
             })
-            .is_ok()
+            .ok()
     };
-    if host::capabilities().ipv6 {
-        attempt((Ipv6Addr::UNSPECIFIED, port).into(), true)
-    } else {
-        attempt((Ipv4Addr::UNSPECIFIED, port).into(), false)
+    let v4 = || attempt((Ipv4Addr::UNSPECIFIED, port).into(), false);
+    if !host::capabilities().ipv6 {
+        return v4().is_some();
     }
+    let Some(_dual) = attempt((Ipv6Addr::UNSPECIFIED, port).into(), true) else {
+        return false;
+    };
+    !platform::DUAL_STACK_PROBE_MISSES_V4 || v4().is_some()
 }
 
 #[cfg(test)]

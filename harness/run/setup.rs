@@ -114,7 +114,7 @@ pub fn bind_first(case: &Case, port: u16) -> Result<Socket, SetupError> {
     let addr = SocketAddr::new(case.first.endpoint.ip, port);
     socket
         .bind(&addr.into())
-        .map_err(|e| failed("bind() of the first socket", e))?;
+        .map_err(|e| SetupError::FirstRefused("bind", OsError::of(&e)))?;
     match socket.local_addr().ok().and_then(|a| a.as_socket()) {
         Some(local) if local.port() == port => Ok(socket),
         other => Err(SetupError::Failed(format!(

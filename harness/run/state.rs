@@ -11,7 +11,7 @@ use std::time::Duration;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::setup::*;
-use crate::outcome::SetupError;
+use crate::outcome::{OsError, SetupError};
 use crate::platform::{self, Observed, TcpState};
 use crate::scenario::{Case, Proto, State};
 
@@ -205,7 +205,7 @@ fn hold_time_wait_client(case: &Case, port: u16, held: &mut Held) -> Result<(), 
     let target = SocketAddr::new(in_family_of(&local_family, target.ip()), target.port());
     client
         .connect_timeout(&target.into(), WAIT)
-        .map_err(|e| SetupError::failed("connect() of the first socket", e))?;
+        .map_err(|e| SetupError::FirstRefused("connect", OsError::of(&e)))?;
     let server = accept_bounded(&listener)?;
     let (local, remote) = (
         addr_of(&client, "the first socket")?,
@@ -241,7 +241,7 @@ fn hold_connected(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupEr
     let target = SocketAddr::new(in_family_of(&local, peer_addr.ip()), peer_addr.port());
     socket
         .connect(&SockAddr::from(target))
-        .map_err(|e| SetupError::failed("connect() of the first socket", e))?;
+        .map_err(|e| SetupError::FirstRefused("connect", OsError::of(&e)))?;
     match socket.peer_addr().ok().and_then(|a| a.as_socket()) {
         Some(p) if p == target => {}
         other => {
