@@ -7,6 +7,8 @@ use addrinuse::outcome::Outcome;
 use addrinuse::probe;
 use addrinuse::run::{self, ports, run_case};
 use addrinuse::scenario::{matrix, Case, State};
+use std::time::{Duration, Instant};
+
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -71,8 +73,16 @@ proptest! {
         let record = run_case(&case);
         // Every runnable case gets a port; a case without one proves nothing.
         let port = record.port.expect("a runnable case gets a port");
+        // The teardown's RST is handled asynchronously on some kernels
+        // (BSD loopback): give the port a bounded second to come free.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut free = ports::is_free(case.proto, port);
+        while !free && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            free = ports::is_free(case.proto, port);
+        }
         prop_assert!(
-            ports::is_free(case.proto, port),
+            free,
             "port {} still held after {} ({:?})", port, probe::format(&case), record.outcome
         );
     }
