@@ -11,7 +11,7 @@ use std::time::Duration;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::setup::*;
-use crate::outcome::{OsError, SetupError};
+use crate::outcome::{OsError, SetupError, StateCheck};
 use crate::platform::{self, Observed, TcpState};
 use crate::scenario::{Case, Proto, State};
 
@@ -64,13 +64,22 @@ fn hold_bound(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError>
     Ok(())
 }
 
-/// SO_ACCEPTCONN is the kernel's own word that the socket listens.
+/// SO_ACCEPTCONN is the kernel's own word that the socket listens; the
+/// socket table adds that a connection to its address would reach it, and
+/// that it belongs to the holder's uid.
 fn hold_listening(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
     let listener = bind_first(case, port)?;
     listen(&listener)?;
     expect_listening(&listener)?;
     held.first = Some(listener);
+    held.check = expect_listener(case, port)?;
     Ok(())
+}
+
+/// The listener a connection to the first socket's address reaches.
+fn expect_listener(case: &Case, port: u16) -> Result<StateCheck, SetupError> {
+    let reach = SocketAddr::new(case.first.endpoint.peer_ip(), port);
+    expect_tcp(reach, None, owned(TcpState::Listen), "listener")
 }
 
 /// A completed connection waits in the accept queue: a busy server.
@@ -81,6 +90,7 @@ fn hold_listening_with_backlog(case: &Case, port: u16, held: &mut Held) -> Resul
     expect_listening(&listener)?;
     held.first = Some(listener);
     held.abort_on_drop.push(client);
+    expect_listener(case, port)?;
     held.check = await_tcp(
         reach,
         remote,
