@@ -134,3 +134,19 @@ impl Drop for ChildProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The first words of a child process of the suite: switch to `as_user`
+/// (if asked) before any socket exists, then say `hello`. Returns false,
+/// after saying why on `out`, when the switch failed; the parent reads
+/// that line instead of the hello and gives up on the child.
+pub fn greet(out: &mut impl Write, as_user: Option<&str>, hello: &str) -> io::Result<bool> {
+    if let Some(user) = as_user {
+        if let Err(e) = crate::platform::become_user(user) {
+            writeln!(out, "FATAL cannot switch to user {user}: {e}")?;
+            return Ok(false);
+        }
+    }
+    writeln!(out, "{hello}")?;
+    out.flush()?;
+    Ok(true)
+}

@@ -215,20 +215,30 @@ pub fn tables(recorded: &RecordedTables) -> Vec<Table> {
         .collect()
 }
 
+/// The differing tables and how many cells they hold, or why there is
+/// nothing to compare.
+fn compared(recorded: &RecordedTables) -> Result<(Vec<Table>, usize), &'static str> {
+    if recorded.len() < 2 {
+        return Err("Nothing to compare: at least two platforms must be recorded.");
+    }
+    let tables = tables(recorded);
+    let count = tables.iter().map(|t| t.rows.len()).sum();
+    Ok((tables, count))
+}
+
 /// The comparison as text.
 pub fn report_text(recorded: &RecordedTables) -> String {
     let mut out = status(recorded).join("\n") + "\n";
-    if recorded.len() < 2 {
-        out.push_str("\nNothing to compare: at least two platforms must be recorded.\n");
-        return out;
-    }
-    let tables = tables(recorded);
-    let count: usize = tables.iter().map(|t| t.rows.len()).sum();
-    out.push_str(&format!("\ncells that differ between platforms: {count}\n"));
-    for t in tables {
-        out.push_str(&format!("\n{}\n", t.heading[0]));
-        let grid: Vec<Vec<String>> = std::iter::once(t.header).chain(t.rows).collect();
-        out.push_str(&aligned(&grid, "  "));
+    match compared(recorded) {
+        Err(nothing) => out.push_str(&format!("\n{nothing}\n")),
+        Ok((tables, count)) => {
+            out.push_str(&format!("\ncells that differ between platforms: {count}\n"));
+            for t in tables {
+                out.push_str(&format!("\n{}\n", t.heading[0]));
+                let grid: Vec<Vec<String>> = std::iter::once(t.header).chain(t.rows).collect();
+                out.push_str(&aligned(&grid, "  "));
+            }
+        }
     }
     out
 }
@@ -243,18 +253,17 @@ pub fn report_markdown(recorded: &RecordedTables) -> String {
     for line in status(recorded) {
         out.push_str(&format!("{line}\n\n"));
     }
-    if recorded.len() < 2 {
-        out.push_str("\nNothing to compare: at least two platforms must be recorded.\n");
-        return out;
-    }
-    let tables = tables(recorded);
-    let count: usize = tables.iter().map(|t| t.rows.len()).sum();
-    out.push_str(&format!("\ncells that differ between platforms: {count}\n"));
-    for t in tables {
-        let mut md = t.to_markdown();
-        // A section per table: `## name`, not the `###` of a matrix table.
-        md.replace_range(..3, "##");
-        out.push_str(&format!("\n{md}"));
+    match compared(recorded) {
+        Err(nothing) => out.push_str(&format!("\n{nothing}\n")),
+        Ok((tables, count)) => {
+            out.push_str(&format!("\ncells that differ between platforms: {count}\n"));
+            for t in tables {
+                let mut md = t.to_markdown();
+                // A section per table: `## name`, not the `###` of a matrix table.
+                md.replace_range(..3, "##");
+                out.push_str(&format!("\n{md}"));
+            }
+        }
     }
     out
 }

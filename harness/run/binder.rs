@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use super::second;
 use crate::outcome::{OsError, Outcome, Side, Skip, StateCheck};
-use crate::platform;
 use crate::probe;
 use crate::scenario::{Case, SockOpt, SECOND_USER};
 use crate::spawn::{self, ChildProcess};
@@ -212,14 +211,9 @@ impl Binding for Child {
 /// parent asks, until its end of the pipe closes.
 pub fn serve(as_user: Option<&str>) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    if let Some(user) = as_user {
-        if let Err(e) = platform::become_user(user) {
-            writeln!(out, "FATAL cannot switch to user {user}: {e}")?;
-            return Ok(());
-        }
+    if !spawn::greet(&mut out, as_user, HELLO)? {
+        return Ok(());
     }
-    writeln!(out, "{HELLO}")?;
-    out.flush()?;
     let stdin = io::stdin();
     let mut lines = stdin.lock().lines();
     while let Some(line) = lines.next() {

@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use super::state;
 use crate::outcome::{OsError, SetupError, Side, StateCheck};
-use crate::platform;
 use crate::probe;
 use crate::scenario::{Case, Holder, SockOpt, OTHER_USER};
 use crate::spawn::{self, ChildProcess};
@@ -224,14 +223,9 @@ impl Drop for Child {
 /// stdout. Returns when the parent releases the sockets or goes away.
 pub fn serve(as_user: Option<&str>) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    if let Some(user) = as_user {
-        if let Err(e) = platform::become_user(user) {
-            writeln!(out, "FATAL cannot switch to user {user}: {e}")?;
-            return Ok(());
-        }
+    if !spawn::greet(&mut out, as_user, HELLO)? {
+        return Ok(());
     }
-    writeln!(out, "{HELLO}")?;
-    out.flush()?;
     // Index in the request -> the held first socket.
     let mut held = BTreeMap::new();
     let mut replies = String::new();
