@@ -53,9 +53,12 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
     let mut story_cells = Vec::new();
     match args.format {
         Format::Jsonl => {
+            // One write per line would be 142,884 writes for the matrix.
+            let mut out = io::BufWriter::new(&mut *out);
             for r in &records {
                 writeln!(out, "{}", json::record(r))?;
             }
+            out.flush()?;
         }
         Format::Table if first_screen => {
             writeln!(out, "{}", header::text())?;
