@@ -211,3 +211,8 @@ pub fn prepare_free_probe(_socket: &Socket) {}
 /// Whether a dual-stack `[::]` bind can succeed beside an IPv4 socket on the
 /// same port, so that the free-port check must try `0.0.0.0` too.
 pub const DUAL_STACK_PROBE_MISSES_V4: bool = true;
+
+/// No ports are reserved outside the ephemeral range here.
+pub fn excluded_ports() -> Vec<(u16, u16)> {
+    Vec::new()
+}

@@ -38,9 +38,9 @@ mod os;
 mod os;
 
 pub use os::{
-    abstract_unix_addr, become_user, ephemeral_ports, error_name, facts, flush_ack, is_listening,
-    observe_tcp, prepare_free_probe, private_network, set_option, DUAL_STACK_PROBE_MISSES_V4,
-    NO_SWITCH_USER, POLL, STATE_CHECK, TIME_WAIT,
+    abstract_unix_addr, become_user, ephemeral_ports, error_name, excluded_ports, facts, flush_ack,
+    is_listening, observe_tcp, prepare_free_probe, private_network, set_option,
+    DUAL_STACK_PROBE_MISSES_V4, NO_SWITCH_USER, POLL, STATE_CHECK, TIME_WAIT,
 };
 
 /// The platform's name for tables and snapshot folders: the same value as
@@ -158,6 +158,7 @@ const _: fn(i32) -> Option<&'static str> = error_name;
 const _: fn(SocketAddr, Option<SocketAddr>) -> io::Result<Observed> = observe_tcp;
 const _: fn() -> Vec<(&'static str, String)> = facts;
 const _: fn() -> Option<(u16, u16)> = ephemeral_ports;
+const _: fn() -> Vec<(u16, u16)> = excluded_ports;
 const _: &str = STATE_CHECK;
 const _: std::time::Duration = TIME_WAIT;
 const _: std::time::Duration = POLL;

@@ -355,3 +355,29 @@ pub fn prepare_free_probe(socket: &Socket) {
 /// Whether a dual-stack `[::]` bind can succeed beside an IPv4 socket on the
 /// same port, so that the free-port check must try `0.0.0.0` too.
 pub const DUAL_STACK_PROBE_MISSES_V4: bool = false;
+
+/// Ports Windows keeps out of use (Hyper-V, WinNAT and administrators
+/// reserve ranges: `netsh int ipv4 show excludedportrange protocol=tcp`).
+/// Read once; none under Wine, and none when unreadable.
+pub fn excluded_ports() -> Vec<(u16, u16)> {
+    static EXCLUDED: OnceLock<Vec<(u16, u16)>> = OnceLock::new();
+    EXCLUDED
+        .get_or_init(|| {
+            if wine().is_some() {
+                return Vec::new();
+            }
+            std::process::Command::new("netsh")
+                .args(["int", "ipv4", "show", "excludedportrange", "protocol=tcp"])
+                .output()
+                .ok()
+                .filter(|out| out.status.success())
+                .map(|out| {
+                    portrange::parse_excluded_ranges(&String::from_utf8_lossy(&out.stdout))
+                        .into_iter()
+                        .map(|e| (e.start, e.end))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .clone()
+}

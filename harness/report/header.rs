@@ -49,10 +49,13 @@ pub fn facts() -> Vec<(&'static str, String)> {
             format!("first socket {OTHER_USER}, second socket {SECOND_USER}"),
         ),
         // Not `ports::pool()`: the header must not take the ports' lock.
-        (
-            "ports used by the harness",
-            ports::describe(&ports::segments()),
-        ),
+        ("ports used by the harness", {
+            let plan = ports::segments();
+            match plan.note {
+                Some(note) => format!("{} ({note})", ports::describe(&plan.segments)),
+                None => ports::describe(&plan.segments),
+            }
+        }),
     ]);
     facts
 }

@@ -20,6 +20,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::host;
 use crate::platform;
+use crate::platform::tables::portrange::{self, PortPlan};
 use crate::scenario::{Case, Named, Proto};
 use crate::spawn;
 
@@ -74,27 +75,6 @@ impl Drop for Lease {
             .now_ms()
             .saturating_add(self.quarantine.as_millis() as u32);
         pool.busy_until[self.index].store(until.min(LEASED - 1), Ordering::Relaxed);
-    }
-}
-
-/// The unprivileged ports outside the ephemeral range, from 10000 up
-/// (below are well-known services): below it and above it.
-pub fn choose_segments(ephemeral: Option<(u16, u16)>) -> Vec<(u16, u16)> {
-    let (lo, hi) = ephemeral.unwrap_or((32768, 65535));
-    let candidates = [
-        (10000u16, lo.saturating_sub(1)),
-        (hi.saturating_add(1).max(10000), 65535u16),
-    ];
-    let segments: Vec<(u16, u16)> = candidates
-        .into_iter()
-        .filter(|(a, b)| b >= a && b - a >= 255 && *b > 1024)
-        .collect();
-    if segments.is_empty() {
-        // An ephemeral range covering everything from 10000 up: take what
-        // lies below it.
-        vec![(1024, lo.saturating_sub(1).max(1024))]
-    } else {
-        segments
     }
 }
 
@@ -201,7 +181,7 @@ pub fn pool() -> &'static PortPool {
     static POOL: OnceLock<PortPool> = OnceLock::new();
     POOL.get_or_init(|| {
         let lock = lock_ports();
-        let segments = segments();
+        let segments = segments().segments;
         let len: usize = segments.iter().map(|(a, b)| usize::from(b - a) + 1).sum();
         // A random starting point, so that two processes running at once
         // rarely start on the same ports.
@@ -217,15 +197,17 @@ pub fn pool() -> &'static PortPool {
     })
 }
 
-/// The port ranges the harness takes its ports from on this machine.
-pub fn segments() -> Vec<(u16, u16)> {
-    choose_segments(platform::ephemeral_ports())
+/// The port ranges the harness takes its ports from on this machine:
+/// unprivileged ports outside the kernel's ephemeral range and outside any
+/// range the system reserves (`platform::tables::portrange`), with a note
+/// when that left nothing from 10000 up.
+pub fn segments() -> PortPlan {
+    portrange::choose_segments(platform::ephemeral_ports(), &platform::excluded_ports())
 }
 
 /// `10000-32767, 61000-65535`
 pub fn describe(segments: &[(u16, u16)]) -> String {
-    let parts: Vec<String> = segments.iter().map(|(a, b)| format!("{a}-{b}")).collect();
-    parts.join(", ")
+    portrange::describe(segments)
 }
 
 impl PortPool {
@@ -338,32 +320,4 @@ pub fn is_free(proto: Proto, port: u16) -> bool {
         return false;
     };
     !platform::DUAL_STACK_PROBE_MISSES_V4 || v4().is_some()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::choose_segments;
-
-    #[test]
-    fn linux_default_range_leaves_two_segments() {
-        assert_eq!(
-            choose_segments(Some((32768, 60999))),
-            [(10000, 32767), (61000, 65535)]
-        );
-    }
-
-    #[test]
-    fn a_range_up_to_the_top_leaves_the_ports_below_it() {
-        assert_eq!(choose_segments(Some((49152, 65535))), [(10000, 49151)]);
-    }
-
-    #[test]
-    fn a_range_covering_everything_from_10000_falls_back_below_it() {
-        assert_eq!(choose_segments(Some((10000, 65535))), [(1024, 9999)]);
-    }
-
-    #[test]
-    fn an_unknown_range_assumes_the_linux_default_start() {
-        assert_eq!(choose_segments(None), [(10000, 32767)]);
-    }
 }
