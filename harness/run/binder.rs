@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::second;
-use crate::outcome::{OsError, Outcome, Side, Skip, StateCheck};
+use crate::outcome::{OsError, Outcome, SetupError, Side, Skip, StateCheck};
 use crate::probe;
 use crate::scenario::{Case, SockOpt, SECOND_USER};
 use crate::spawn::{self, ChildProcess};
@@ -36,7 +36,7 @@ pub trait Binding {
         case: &Case,
         port: u16,
         check: StateCheck,
-        first_listens: &mut dyn FnMut() -> Result<(), String>,
+        first_listens: &mut dyn FnMut() -> Result<(), SetupError>,
     ) -> Outcome;
 }
 
@@ -49,7 +49,7 @@ impl Binding for Here {
         case: &Case,
         port: u16,
         check: StateCheck,
-        first_listens: &mut dyn FnMut() -> Result<(), String>,
+        first_listens: &mut dyn FnMut() -> Result<(), SetupError>,
     ) -> Outcome {
         second::bind(case, port, check, first_listens)
     }
@@ -159,7 +159,7 @@ impl Child {
         case: &Case,
         port: u16,
         check: StateCheck,
-        first_listens: &mut dyn FnMut() -> Result<(), String>,
+        first_listens: &mut dyn FnMut() -> Result<(), SetupError>,
     ) -> Result<Outcome, String> {
         let process = self.process.as_mut().map_err(|why| why.clone())?;
         let deadline = Instant::now() + CASE_DEADLINE;
@@ -170,9 +170,9 @@ impl Child {
             if line == "BOUND" {
                 match first_listens() {
                     Ok(()) => process.send("LISTEN\n")?,
-                    Err(why) => {
+                    Err(e) => {
                         process.send("ABORT\n")?;
-                        aborted = Some(why);
+                        aborted = Some(e);
                     }
                 }
                 continue;
@@ -181,7 +181,7 @@ impl Child {
                 .strip_prefix("ANSWER ")
                 .ok_or_else(|| format!("the binder process said something unexpected: {line}"))?;
             return match aborted {
-                Some(why) => Ok(Outcome::SetupFailed(why)),
+                Some(e) => Ok(e.into()),
                 None => Answer::parse(answer, check),
             };
         }
@@ -194,7 +194,7 @@ impl Binding for Child {
         case: &Case,
         port: u16,
         check: StateCheck,
-        first_listens: &mut dyn FnMut() -> Result<(), String>,
+        first_listens: &mut dyn FnMut() -> Result<(), SetupError>,
     ) -> Outcome {
         match self.converse(case, port, check, first_listens) {
             Ok(outcome) => outcome,
@@ -224,12 +224,11 @@ pub fn serve(as_user: Option<&str>) -> io::Result<()> {
         let words = vec![text.to_string()];
         let outcome = match (port.parse::<u16>(), probe::parse(&words)) {
             (Ok(port), Ok(case)) => {
-                let mut go_ahead = || -> Result<(), String> {
-                    writeln!(out, "BOUND").map_err(|e| e.to_string())?;
-                    out.flush().map_err(|e| e.to_string())?;
-                    match lines.next() {
-                        Some(Ok(word)) if word == "LISTEN" => Ok(()),
-                        _ => Err("aborted by the parent".into()),
+                let mut go_ahead = || -> Result<(), SetupError> {
+                    let told = writeln!(out, "BOUND").and_then(|()| out.flush());
+                    match (told, lines.next()) {
+                        (Ok(()), Some(Ok(word))) if word == "LISTEN" => Ok(()),
+                        _ => Err(SetupError::Failed("aborted by the parent".into())),
                     }
                 };
                 second::bind(&case, port, StateCheck::Verified, &mut go_ahead)

@@ -14,7 +14,7 @@
 //! child  -> READY
 //!           (the parent binds every second socket; for bound-then-listen:)
 //! parent -> LISTEN <index>
-//! child  -> LISTENED ok | LISTENED <reason>
+//! child  -> LISTENED <the same reply as for a held case>
 //! parent -> RELEASE                           (or closes the pipe)
 //! child  -> RELEASED, then exits
 //! ```
@@ -193,14 +193,17 @@ impl super::Holding for Child {
         }
     }
 
-    fn first_listens(&mut self, i: usize) -> Result<(), String> {
-        let process = self.process.as_mut().ok_or("the holder process is gone")?;
-        process.send(&format!("LISTEN {i}\n"))?;
-        match process.line(self.deadline)?.split_once(' ') {
-            Some(("LISTENED", "ok")) => Ok(()),
-            Some(("LISTENED", why)) => Err(why.to_string()),
-            _ => Err("the holder process did not answer LISTEN".into()),
-        }
+    fn first_listens(&mut self, i: usize) -> Result<(), SetupError> {
+        let failed = |why: String| SetupError::Failed(why);
+        let process =
+            (self.process.as_mut()).ok_or_else(|| failed("the holder process is gone".into()))?;
+        process.send(&format!("LISTEN {i}\n")).map_err(failed)?;
+        let line = process.line(self.deadline).map_err(failed)?;
+        // `LISTENED <reply>`: the same reply a held case gets.
+        let reply = (line.strip_prefix("LISTENED "))
+            .ok_or_else(|| failed("the holder process did not answer LISTEN".into()))?;
+        let held: Held = reply.parse().map_err(failed)?;
+        held.result.map(|_| ())
     }
 
     fn release(&mut self, _i: usize) {
@@ -260,13 +263,14 @@ pub fn serve(as_user: Option<&str>) -> io::Result<()> {
             break;
         }
         if let Some(index) = line.strip_prefix("LISTEN ") {
-            let answer = match index.parse().ok().and_then(|i: usize| held.get(&i)) {
-                Some(h) => h
-                    .first_listens()
-                    .map_or_else(|why| one_line(&why), |()| "ok".into()),
-                None => format!("no first socket {index} is held"),
+            let index: usize = index.parse().unwrap_or(usize::MAX);
+            let result = match held.get(&index) {
+                Some(h) => h.first_listens().map(|()| StateCheck::Verified),
+                None => Err(SetupError::Failed(format!(
+                    "no first socket {index} is held"
+                ))),
             };
-            writeln!(out, "LISTENED {answer}")?;
+            writeln!(out, "LISTENED {}", Held { index, result })?;
             out.flush()?;
         }
     }

@@ -82,7 +82,7 @@ trait Holding {
     /// Case `i`'s first socket in its state, or why not.
     fn hold(&mut self, i: usize) -> Result<StateCheck, SetupError>;
     /// `bound-then-listen`: case `i`'s first socket listens now.
-    fn first_listens(&mut self, i: usize) -> Result<(), String>;
+    fn first_listens(&mut self, i: usize) -> Result<(), SetupError>;
     /// Case `i` is done: let its first socket go.
     fn release(&mut self, i: usize);
 }
@@ -100,10 +100,10 @@ impl Holding for Here<'_> {
         Ok(held.check)
     }
 
-    fn first_listens(&mut self, _i: usize) -> Result<(), String> {
+    fn first_listens(&mut self, _i: usize) -> Result<(), SetupError> {
         match &self.held {
             Some(held) => held.first_listens(),
-            None => Err("no first socket is held".into()),
+            None => Err(SetupError::Failed("no first socket is held".into())),
         }
     }
 

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use super::setup::{self, BACKLOG};
-use crate::outcome::{OsError, Outcome, Side, StateCheck};
+use crate::outcome::{OsError, Outcome, SetupError, Side, StateCheck};
 use crate::scenario::{Case, Proto, State};
 
 /// Bind the second socket of `case` on `port` while the first holds it.
@@ -13,7 +13,7 @@ pub fn bind(
     case: &Case,
     port: u16,
     check: StateCheck,
-    first_listens: &mut dyn FnMut() -> Result<(), String>,
+    first_listens: &mut dyn FnMut() -> Result<(), SetupError>,
 ) -> Outcome {
     let socket = match setup::open(case.proto, &case.second, Side::Second) {
         Ok(s) => s,
@@ -22,8 +22,8 @@ pub fn bind(
     let addr = SocketAddr::new(case.second.endpoint.ip, port);
     let bind = socket.bind(&addr.into()).map_err(|e| OsError::of(&e));
     if bind.is_ok() && case.state == State::BoundThenListen {
-        if let Err(why) = first_listens() {
-            return Outcome::SetupFailed(why);
+        if let Err(e) = first_listens() {
+            return e.into();
         }
     }
     let listen = match (case.proto, &bind) {

@@ -59,15 +59,15 @@ impl Held {
     }
 
     /// `bound-then-listen`: the first socket listens now (after the second
-    /// socket bound), verified by SO_ACCEPTCONN.
-    pub fn first_listens(&self) -> Result<(), String> {
-        let first = self.first.as_ref().ok_or("no first socket is held")?;
-        let describe = |e: SetupError| match e {
-            SetupError::Failed(why) => why,
-            other => format!("{other:?}"),
-        };
-        listen(first).map_err(describe)?;
-        expect_listening(first).map_err(describe)
+    /// socket bound), verified by SO_ACCEPTCONN. A kernel that refuses the
+    /// listen gives its answer (`first-listen:EADDRINUSE`).
+    pub fn first_listens(&self) -> Result<(), SetupError> {
+        let first = (self.first.as_ref())
+            .ok_or_else(|| SetupError::Failed("no first socket is held".into()))?;
+        first
+            .listen(BACKLOG)
+            .map_err(|e| SetupError::FirstRefused("listen", OsError::of(&e)))?;
+        expect_listening(first)
     }
 }
 
