@@ -79,7 +79,8 @@ the Unix-domain socket table). A summary line with counts and timing goes to
 stderr.
 
 Cells: ok, an error name (EADDRINUSE, ...), bind/listen for TCP (ok/EADDRINUSE: the bind worked,
-listen() failed), first-bind:E... or first-connect:E... (the kernel refused the first socket),
+listen() failed), first-bind:E..., first-connect:E... or first-listen:E... (the kernel refused the
+first socket),
 skipped[n] or setup-failed[n] with the reason in note n, unsupported (the option does not exist on
 this OS), a trailing ? when the first socket's state could not be verified.
 
