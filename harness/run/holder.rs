@@ -10,7 +10,8 @@
 //! parent -> GO
 //! child  -> HELD <index> verified|unverified | UNSUPPORTED <index> <option>
 //!         | REFUSED <index> <side> <option> <code>
-//!         | FIRST-REFUSED <index> bind|connect <code> | FAILED <index> <reason>
+//!         | FIRST-REFUSED <index> bind|connect|listen <code>
+//!         | FAILED <index> <reason>
 //! child  -> READY
 //!           (the parent binds every second socket; for bound-then-listen:)
 //! parent -> LISTEN <index>
@@ -100,11 +101,10 @@ impl std::str::FromStr for Held {
             }
             ("FIRST-REFUSED", rest) => {
                 let (call, code) = rest.split_once(' ').ok_or_else(bad)?;
-                let call = match call {
-                    "bind" => "bind",
-                    "connect" => "connect",
-                    _ => return Err(bad()),
-                };
+                let call = ["bind", "connect", "listen"]
+                    .into_iter()
+                    .find(|c| *c == call)
+                    .ok_or_else(bad)?;
                 let code = code.parse().map_err(|_| bad())?;
                 Err(SetupError::FirstRefused(call, OsError { code }))
             }
@@ -315,6 +315,8 @@ mod tests {
                 OsError { code: 10022 },
             )),
             Err(SetupError::FirstRefused("connect", OsError { code: 111 })),
+            Err(SetupError::FirstRefused("listen", OsError { code: 98 })),
+            Err(SetupError::FirstRefused("bind", OsError { code: 99 })),
             Err(SetupError::Failed("accept(): ETIMEDOUT".into())),
         ];
         for (index, result) in replies.into_iter().enumerate() {
