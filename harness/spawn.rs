@@ -70,7 +70,19 @@ impl ChildProcess {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        let mut child = start(command).map_err(|e| format!("starting {what}: {e}"))?;
+        // A start that fails is retried a few times: Wine now and then fails
+        // CreateProcess with "Internal error" (1359) under load.
+        let mut tries = 0;
+        let mut child = loop {
+            match start(command) {
+                Ok(child) => break child,
+                Err(_) if tries < 3 => {
+                    tries += 1;
+                    thread::sleep(Duration::from_millis(50 * tries));
+                }
+                Err(e) => return Err(format!("starting {what}: {e}")),
+            }
+        };
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let (tx, lines) = mpsc::channel();

@@ -46,7 +46,10 @@ pub fn facts() -> Vec<(&'static str, String)> {
         ("network namespace", crate::run::network().into()),
         (
             "other-user holders",
-            format!("first socket {OTHER_USER}, second socket {SECOND_USER}"),
+            match platform::NO_SWITCH_USER {
+                Some(_) => "unsupported on this platform".to_string(),
+                None => format!("first socket {OTHER_USER}, second socket {SECOND_USER}"),
+            },
         ),
         // Not `ports::pool()`: the header must not take the ports' lock.
         ("ports used by the harness", {
