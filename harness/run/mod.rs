@@ -227,10 +227,26 @@ fn units(cases: &[Case]) -> Vec<Range<usize>> {
 /// `cases`. Each case has its own port, so the answers do not depend on
 /// what runs beside it. `progress` is called with the number of cases done.
 pub fn run_all(cases: &[Case], threads: usize, progress: &(dyn Fn(usize) + Sync)) -> Vec<Record> {
-    let units = units(cases);
+    // Cases that cannot run here are answered at once, so that units (and
+    // the holder processes that serve them) carry only cases that run.
+    let mut records: Vec<Option<Record>> = cases
+        .iter()
+        .map(|case| {
+            precheck(case).map(|skip| Record {
+                case: *case,
+                outcome: Outcome::Skipped(skip),
+                port: None,
+            })
+        })
+        .collect();
+    let runnable: Vec<usize> = (0..cases.len()).filter(|&i| records[i].is_none()).collect();
+    let to_run: Vec<Case> = runnable.iter().map(|&i| cases[i]).collect();
+    let answered = cases.len() - to_run.len();
+    progress(answered);
+    let units = units(&to_run);
     let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let mut parts: Vec<(usize, Vec<Record>)> = thread::scope(|scope| {
+    let done = AtomicUsize::new(answered);
+    let parts: Vec<(usize, Vec<Record>)> = thread::scope(|scope| {
         let workers: Vec<_> = (0..threads.max(1))
             .map(|_| {
                 scope.spawn(|| {
@@ -240,9 +256,9 @@ pub fn run_all(cases: &[Case], threads: usize, progress: &(dyn Fn(usize) + Sync)
                         let Some(range) = units.get(n) else {
                             return mine;
                         };
-                        let records = run_unit(&cases[range.clone()]);
-                        let count = records.len();
-                        mine.push((range.start, records));
+                        let unit = run_unit(&to_run[range.clone()]);
+                        let count = unit.len();
+                        mine.push((range.start, unit));
                         progress(done.fetch_add(count, Ordering::Relaxed) + count);
                     }
                 })
@@ -253,6 +269,13 @@ pub fn run_all(cases: &[Case], threads: usize, progress: &(dyn Fn(usize) + Sync)
             .flat_map(|w| w.join().expect("a worker thread panicked"))
             .collect()
     });
-    parts.sort_by_key(|(start, _)| *start);
-    parts.into_iter().flat_map(|(_, records)| records).collect()
+    for (start, unit) in parts {
+        for (k, record) in unit.into_iter().enumerate() {
+            records[runnable[start + k]] = Some(record);
+        }
+    }
+    records
+        .into_iter()
+        .map(|r| r.expect("every case has a record"))
+        .collect()
 }
