@@ -1,6 +1,7 @@
 //! What a case is: the tables of protocols, states, addresses and options
-//! that the matrix crosses. Everything here is plain data; running a case
-//! lives in `run`, bringing the first socket into its state in `setup`.
+//! that the matrix crosses, the tables they group into, and the choice of
+//! cases (`Selection`). Everything here is plain data; running a case lives
+//! in `run`, each state's recipe in `run::state`.
 //!
 //! Like a kselftest `FIXTURE_VARIANT` table, every dimension is one `const`
 //! slice: adding a row to a table adds its cases everywhere (runner, tables,
