@@ -8,6 +8,7 @@
 //! So socket work takes a shared lock (`sockets`), and starting a child
 //! takes it exclusively (`start`), until the child has exec'ed.
 
+use std::cell::RefCell;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -145,6 +146,28 @@ impl Drop for ChildProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+thread_local! {
+    /// Children that ended a conversation cleanly, kept for this thread's
+    /// next one: a process start costs more than a whole batch of cases.
+    /// They go when the thread ends, or see their stdin close when the
+    /// process exits, and leave.
+    static IDLE: RefCell<Vec<(&'static str, ChildProcess)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An idle child of `kind` that this thread started before, if any.
+pub fn reuse(kind: &'static str) -> Option<ChildProcess> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let at = idle.iter().position(|(k, _)| *k == kind)?;
+        Some(idle.swap_remove(at).1)
+    })
+}
+
+/// Keep `process`, which is ready for a new conversation, for `reuse`.
+pub fn keep(kind: &'static str, process: ChildProcess) {
+    IDLE.with(|idle| idle.borrow_mut().push((kind, process)));
 }
 
 /// The first words of a child process of the suite: switch to `as_user`

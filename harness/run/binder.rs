@@ -10,8 +10,11 @@
 //! parent -> BIND <port> <probe text>
 //! child  -> BOUND                             (bound-then-listen only:)
 //! parent -> LISTEN | ABORT                    (after the first socket listened)
-//! child  -> ANSWER <answer>                   (then closes the socket)
+//! child  -> ANSWER <answer>                   (its socket already closed)
 //! ```
+//!
+//! A child serves case after case for the thread that started it, until the
+//! parent closes the pipe.
 
 use std::fmt;
 use std::io::{self, BufRead, Write};
@@ -25,6 +28,9 @@ use crate::scenario::{Case, SockOpt, SECOND_USER};
 use crate::spawn::{self, ChildProcess};
 
 const HELLO: &str = "ADDRINUSE-BINDER 1";
+
+/// The kind of child, for `spawn::reuse`.
+const KIND: &str = "binder";
 
 /// The longest one case's bind may take, answer included.
 const CASE_DEADLINE: Duration = Duration::from_secs(10);
@@ -142,6 +148,11 @@ pub struct Child {
 
 impl Child {
     pub fn start() -> Child {
+        if let Some(process) = spawn::reuse(KIND) {
+            return Child {
+                process: Ok(process),
+            };
+        }
         let process = (|| {
             let mut command = Command::new(spawn::program()?);
             command.args(["hold", "--second", "--as-user", SECOND_USER]);
@@ -184,6 +195,16 @@ impl Child {
                 Some(e) => Ok(e.into()),
                 None => Answer::parse(answer, check),
             };
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // Each case ends with its answer, after the socket closed: a child
+        // that never broke is ready for the next unit of this thread.
+        if let Ok(process) = std::mem::replace(&mut self.process, Err(String::new())) {
+            spawn::keep(KIND, process);
         }
     }
 }

@@ -16,12 +16,14 @@
 //!           (the parent binds every second socket; for bound-then-listen:)
 //! parent -> LISTEN <index>
 //! child  -> LISTENED <the same reply as for a held case>
-//! parent -> RELEASE                           (or closes the pipe)
-//! child  -> RELEASED, then exits
+//! parent -> RELEASE
+//! child  -> RELEASED                          (and waits for the next CASE)
 //! ```
 //!
-//! Every wait of the parent is bounded; a child that dies or hangs makes its
-//! cases `setup-failed` and is killed, never left behind.
+//! A child serves batch after batch for the thread that started it, until
+//! the parent closes the pipe. Every wait of the parent is bounded; a child
+//! that dies, hangs or says something unexpected makes its cases
+//! `setup-failed` and is killed, never left behind or used again.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -121,6 +123,8 @@ fn one_line(text: &str) -> String {
 
 /// A batch of first sockets held by a child process, for the parent's run.
 pub struct Child {
+    /// The kind of child, for `spawn::keep`.
+    kind: &'static str,
     /// `None` when the process never started.
     process: Option<ChildProcess>,
     results: Vec<Option<Result<StateCheck, SetupError>>>,
@@ -134,6 +138,10 @@ impl Child {
     /// until it holds every first socket it could.
     pub fn start(holder: Holder, cases: &[(Case, u16)]) -> Child {
         let mut child = Child {
+            kind: match holder {
+                Holder::OtherUser => "holder as other user",
+                _ => "holder",
+            },
             process: None,
             results: (0..cases.len()).map(|_| None).collect(),
             broken: None,
@@ -146,18 +154,24 @@ impl Child {
     }
 
     fn converse(&mut self, holder: Holder, cases: &[(Case, u16)]) -> Result<(), String> {
-        let mut command = Command::new(spawn::program()?);
-        command.arg("hold");
-        if holder == Holder::OtherUser {
-            command.args(["--as-user", OTHER_USER]);
-        }
-        let process = self
-            .process
-            .insert(ChildProcess::start(&mut command, "the holder process")?);
-        let hello = process.line(self.deadline)?;
-        if hello != HELLO {
-            return Err(format!("the holder process failed to start: {hello}"));
-        }
+        let process = match spawn::reuse(self.kind) {
+            Some(process) => self.process.insert(process),
+            None => {
+                let mut command = Command::new(spawn::program()?);
+                command.arg("hold");
+                if holder == Holder::OtherUser {
+                    command.args(["--as-user", OTHER_USER]);
+                }
+                let process = self
+                    .process
+                    .insert(ChildProcess::start(&mut command, "the holder process")?);
+                let hello = process.line(self.deadline)?;
+                if hello != HELLO {
+                    return Err(format!("the holder process failed to start: {hello}"));
+                }
+                process
+            }
+        };
         let mut request = String::new();
         for (i, (case, port)) in cases.iter().enumerate() {
             let mut as_own = *case;
@@ -213,30 +227,47 @@ impl super::Holding for Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if let Some(process) = self.process.as_mut() {
-            let _ = process.send("RELEASE\n");
-            // Wait (bounded) for the child to let go, so that the ports are
-            // free when this returns; dropping the process kills it otherwise.
-            let _ = process.line(Instant::now() + Duration::from_secs(5));
+        let Some(mut process) = self.process.take() else {
+            return;
+        };
+        // Wait (bounded) for the child to let go, so that the ports are
+        // free when this returns. A child that let go cleanly serves the
+        // next batch; any other is killed when `process` drops.
+        let released = process.send("RELEASE\n").is_ok()
+            && process.line(Instant::now() + Duration::from_secs(5)) == Ok("RELEASED".into());
+        if released && self.broken.is_none() {
+            spawn::keep(self.kind, process);
         }
     }
 }
 
 /// Holder mode (`addrinuse hold`): speak the protocol above on stdin and
-/// stdout. Returns when the parent releases the sockets or goes away.
+/// stdout, batch after batch, until the parent goes away.
 pub fn serve(as_user: Option<&str>) -> io::Result<()> {
     let mut out = io::stdout().lock();
     if !spawn::greet(&mut out, as_user, HELLO)? {
         return Ok(());
     }
+    let stdin = io::stdin();
+    let mut lines = stdin.lock().lines();
+    while serve_batch(&mut lines, &mut out)? {}
+    Ok(())
+}
+
+/// One batch: hold its first sockets until RELEASE. False when the
+/// parent's end of the pipe closed instead.
+fn serve_batch(
+    lines: &mut impl Iterator<Item = io::Result<String>>,
+    out: &mut impl Write,
+) -> io::Result<bool> {
     // Index in the request -> the held first socket.
     let mut held = BTreeMap::new();
     let mut replies = String::new();
-    let stdin = io::stdin();
-    let mut lines = stdin.lock().lines();
+    let mut asked = false;
     for line in lines.by_ref() {
         let line = line?;
         if line == "GO" {
+            asked = true;
             break;
         }
         let (index, result) = match parse_request(&line) {
@@ -252,15 +283,20 @@ pub fn serve(as_user: Option<&str>) -> io::Result<()> {
         };
         replies.push_str(&format!("{}\n", Held { index, result }));
     }
+    if !asked {
+        return Ok(false);
+    }
     replies.push_str("READY\n");
     out.write_all(replies.as_bytes())?;
     out.flush()?;
-    // Hold everything until the parent says so (or its end of the pipe
-    // closes, which also ends this loop).
-    for line in lines {
+    // Hold everything until the parent says so.
+    for line in lines.by_ref() {
         let line = line?;
         if line == "RELEASE" {
-            break;
+            drop(held);
+            writeln!(out, "RELEASED")?;
+            out.flush()?;
+            return Ok(true);
         }
         if let Some(index) = line.strip_prefix("LISTEN ") {
             let index: usize = index.parse().unwrap_or(usize::MAX);
@@ -274,9 +310,7 @@ pub fn serve(as_user: Option<&str>) -> io::Result<()> {
             out.flush()?;
         }
     }
-    drop(held);
-    writeln!(out, "RELEASED")?;
-    Ok(())
+    Ok(false)
 }
 
 /// `CASE <index> <port> <probe text>`, or the index and why not.
