@@ -26,6 +26,10 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
             "no case matches these filters (UDP has only the states bound and connected)".into(),
         ));
     }
+    if args.census {
+        // Before any thread or child starts: holders inherit it.
+        std::env::set_var(run::CENSUS_VAR, "full");
+    }
     let threads = args.threads.map_or_else(run::default_threads, usize::from);
     let progress_shown = io::stderr().is_terminal();
     let total = cases.len();

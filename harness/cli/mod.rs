@@ -185,6 +185,12 @@ struct RunArgs {
     /// Worker threads (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+    /// Before every second bind, list the whole port in the socket table:
+    /// exactly the sockets the state means and nothing else (slow: every
+    /// TIME_WAIT socket of the run is walked each time). By default TCP
+    /// states are checked by exact lookups and UDP ports are listed.
+    #[arg(long)]
+    census: bool,
 }
 
 impl Cli {

@@ -10,18 +10,18 @@ use socket2::Socket;
 
 use super::tables::{self, portrange};
 use super::unix;
-use super::{set_reuseaddr, Observed, OptionError};
-use crate::scenario::SockOpt;
+use super::{set_reuseaddr, Census, Observed, OptionError};
+use crate::scenario::{Proto, SockOpt};
 
 pub use unix::{error_name, privileged};
 
 #[cfg(target_os = "freebsd")]
 pub const STATE_CHECK: &str =
-    "net.inet.tcp.pcblist (sysctl): the socket with the exact address pair and its TCP state";
+    "net.inet.tcp.pcblist: TCP by address pair and state; UDP unlisted";
 
 #[cfg(target_os = "macos")]
 pub const STATE_CHECK: &str =
-    "net.inet.tcp.pcblist_n (sysctl): the socket with the exact address pair and its TCP state";
+    "net.inet.tcp.pcblist_n: TCP by address pair and state; UDP unlisted";
 
 #[cfg(not(any(target_os = "freebsd", target_os = "macos")))]
 pub const STATE_CHECK: &str =
@@ -178,6 +178,15 @@ pub fn observe_tcp(local: SocketAddr, remote: Option<SocketAddr>) -> io::Result<
     match tcp_table() {
         Some(entries) => Ok(tables::find(&entries?, local, remote)),
         None => Ok(Observed::Unknown),
+    }
+}
+
+/// The TCP sockets on `port` from the same table; UDP sockets are not
+/// read on these platforms.
+pub fn census(proto: Proto, port: u16, _bound_only: bool) -> io::Result<Option<Census>> {
+    match (proto, tcp_table()) {
+        (Proto::Tcp, Some(entries)) => Ok(Some(tables::census(&entries?, port))),
+        _ => Ok(None),
     }
 }
 

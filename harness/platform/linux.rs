@@ -11,13 +11,13 @@ use std::time::Duration;
 use socket2::Socket;
 
 use super::unix;
-use super::{set_reuseaddr, Observed, OptionError, TcpState};
-use crate::scenario::SockOpt;
+use super::{set_reuseaddr, Census, Observed, OptionError, PortSocket, TcpState};
+use crate::scenario::{Proto, SockOpt};
 
 pub use unix::{error_name, privileged};
 
 pub const STATE_CHECK: &str =
-    "sock_diag (netlink): the socket with the exact address pair and its TCP state";
+    "sock_diag: TCP by address pair, state, owner; UDP whole port";
 
 pub fn set_option(socket: &Socket, opt: SockOpt) -> Result<(), OptionError> {
     match opt {
@@ -279,6 +279,178 @@ pub fn observe_tcp(local: SocketAddr, remote: Option<SocketAddr>) -> io::Result<
     query(local, remote)
 }
 
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_DONE: u16 = 3;
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+const INET_DIAG_BC_S_EQ: u8 = 11;
+
+/// A dump request: the filter is `struct nlattr` + two `inet_diag_bc_op`.
+#[repr(C)]
+struct DumpRequest {
+    header: NlMsgHdr,
+    body: InetDiagReqV2,
+    attr_len: u16,
+    attr_type: u16,
+    bytecode: [u8; 8],
+}
+
+/// Every socket of `protocol` in `family` whose local port is `port`,
+/// filtered in the kernel (INET_DIAG_BC_S_EQ), into `out`.
+fn dump(
+    family: u8,
+    protocol: u8,
+    port: u16,
+    states: u32,
+    out: &mut Vec<PortSocket>,
+) -> io::Result<()> {
+    DIAG.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some((open_diag()?, 0));
+        }
+        let (fd, seq) = slot.as_mut().expect("just opened");
+        *seq = seq.wrapping_add(1);
+        // { S_EQ, yes = 8 (past the end: accept), no = 12 (reject) },
+        // { 0, 0, port }: the kernel compares the second op's `no` field.
+        let mut bytecode = [INET_DIAG_BC_S_EQ, 8, 12, 0, 0, 0, 0, 0];
+        bytecode[6..8].copy_from_slice(&port.to_ne_bytes());
+        let request = DumpRequest {
+            header: NlMsgHdr {
+                len: size_of::<DumpRequest>() as u32,
+                kind: SOCK_DIAG_BY_FAMILY,
+                flags: NLM_F_REQUEST | NLM_F_DUMP,
+                seq: *seq,
+                pid: 0,
+            },
+            body: InetDiagReqV2 {
+                family,
+                protocol,
+                states,
+                ..Default::default()
+            },
+            attr_len: 4 + 8,
+            attr_type: INET_DIAG_REQ_BYTECODE,
+            bytecode,
+        };
+        // SAFETY: DumpRequest is repr(C) plain data without padding.
+        let sent = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                (&request as *const DumpRequest).cast(),
+                size_of::<DumpRequest>(),
+                0,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; 16 * 1024];
+        // One port holds a handful of sockets; bound the loop anyway.
+        for _ in 0..256 {
+            // SAFETY: buf is valid for its length.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut rest = &buf[..n as usize];
+            while rest.len() >= size_of::<NlMsgHdr>() {
+                // SAFETY: at least a header's worth of bytes; unaligned read.
+                let header: NlMsgHdr = unsafe { std::ptr::read_unaligned(rest.as_ptr().cast()) };
+                let len = header.len as usize;
+                if len < size_of::<NlMsgHdr>() || len > rest.len() {
+                    return Err(io::Error::other("bad netlink message length"));
+                }
+                let body = &rest[size_of::<NlMsgHdr>()..len];
+                rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+                if header.seq != *seq {
+                    continue;
+                }
+                match header.kind {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR if body.len() >= 4 => {
+                        let errno = -i32::from_ne_bytes(body[..4].try_into().expect("4 bytes"));
+                        return Err(io::Error::from_raw_os_error(errno));
+                    }
+                    SOCK_DIAG_BY_FAMILY if body.len() >= INET_DIAG_MSG_LEN => {
+                        out.push(port_socket(body));
+                    }
+                    _ => return Err(io::Error::other("unexpected sock_diag reply")),
+                }
+            }
+        }
+        Err(io::Error::other("the sock_diag dump did not end"))
+    })
+}
+
+/// One `inet_diag_msg` of a dump.
+fn port_socket(msg: &[u8]) -> PortSocket {
+    let family = msg[0];
+    let port = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]);
+    let ip = |at: usize| -> IpAddr {
+        let bytes: [u8; 16] = msg[at..at + 16].try_into().expect("16 bytes");
+        if family == libc::AF_INET as u8 {
+            IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+        } else {
+            IpAddr::from(bytes)
+        }
+    };
+    // id: sport at 4, dport at 6, src at 8, dst at 24.
+    PortSocket {
+        local: SocketAddr::new(ip(8), port(4)),
+        remote: SocketAddr::new(ip(24), port(6)),
+        seen: observed(msg),
+    }
+}
+
+/// Whether this kernel's sock_diag lists bound TCP sockets that neither
+/// listen nor connect (Linux 6.8 and later): asked once, with a socket of
+/// our own.
+fn lists_bound_tcp() -> bool {
+    static LISTS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LISTS.get_or_init(|| {
+        let probe = || -> io::Result<bool> {
+            let socket = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+            let port = socket.local_addr()?.as_socket().map_or(0, |a| a.port());
+            let mut found = Vec::new();
+            dump(
+                libc::AF_INET as u8,
+                libc::IPPROTO_TCP as u8,
+                port,
+                1 << TCP_BOUND_INACTIVE,
+                &mut found,
+            )?;
+            Ok(!found.is_empty())
+        };
+        probe().unwrap_or(false)
+    })
+}
+
+/// include/net/tcp_states.h: a bound TCP socket that neither listens nor
+/// connects. sock_diag lists such sockets when asked for this state, from
+/// Linux 6.8 on; older kernels ignore the bit.
+const TCP_BOUND_INACTIVE: u32 = 13;
+
+/// Every socket of `proto` on `port`, in both families, from sock_diag.
+/// Bound-only TCP sockets are listed only when `bound_only` asks: that
+/// walks the kernel's whole bind hash table as well. Kernels before 6.8
+/// cannot list them at all (`lists_bound_only` says so).
+pub fn census(proto: Proto, port: u16, bound_only: bool) -> io::Result<Option<Census>> {
+    let (protocol, states) = match proto {
+        Proto::Tcp if bound_only => (libc::IPPROTO_TCP, !0),
+        Proto::Tcp => (libc::IPPROTO_TCP, !(1 << TCP_BOUND_INACTIVE)),
+        Proto::Udp => (libc::IPPROTO_UDP, !0),
+    };
+    let mut sockets = Vec::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        dump(family as u8, protocol as u8, port, states, &mut sockets)?;
+    }
+    Ok(Some(Census {
+        sockets,
+        lists_bound_only: proto == Proto::Udp || (bound_only && lists_bound_tcp()),
+    }))
+}
+
 /// Every Unix lets root switch users (other-user holders).
 pub const NO_SWITCH_USER: Option<&str> = None;
 
@@ -324,10 +496,42 @@ pub const TIME_WAIT: std::time::Duration = std::time::Duration::from_secs(61);
 /// it. unshare() applies to the calling thread and the threads it starts
 /// later, so this must run before any other thread. Needs CAP_SYS_ADMIN.
 pub fn private_network() -> io::Result<()> {
+    new_network()?;
+    // A namespace shares the kernel's global TCP and UDP hash tables (here
+    // 262,144 buckets) unless its parent asked for tables of its own
+    // (Linux 6.1/6.2 on). A socket-table dump walks every bucket: 0.4 ms in
+    // the global table, a few us in a small one. So the run makes an
+    // intermediate namespace, sets the sizes there (never the machine's),
+    // and runs in a child of it. The tables hold no answer: bind conflicts
+    // are decided in the bind hash, which stays global.
+    // A namespace with a table of its own keeps at most half as many
+    // TIME_WAIT sockets as the table has buckets (tcp_set_hashinfo), and
+    // drops the rest: it gets the usual limit back, or TIME_WAIT cases
+    // would find no TIME_WAIT.
+    let set = |name: &str, value: &str| {
+        std::fs::write(format!("/proc/sys/net/ipv4/{name}"), value).is_ok()
+    };
+    let tw_limit = sysctl("net/ipv4/tcp_max_tw_buckets");
+    if set("tcp_child_ehash_entries", "1024") | set("udp_child_hash_entries", "256") {
+        new_network()?;
+        match tw_limit {
+            Some(limit) if set("tcp_max_tw_buckets", &limit) => {}
+            _ => return Err(io::Error::other("cannot keep net.ipv4.tcp_max_tw_buckets")),
+        }
+    }
+    lo_up()
+}
+
+fn new_network() -> io::Result<()> {
     // SAFETY: plain syscall on this thread's namespaces.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Bring up `lo` (127.0.0.1, ::1) in this thread's network namespace.
+fn lo_up() -> io::Result<()> {
     // SAFETY: plain socket(2); the fd is owned right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

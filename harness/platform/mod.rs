@@ -38,8 +38,8 @@ mod os;
 mod os;
 
 pub use os::{
-    abstract_unix_addr, become_user, ephemeral_ports, error_name, excluded_ports, facts, flush_ack,
-    is_listening, observe_tcp, prepare_free_probe, private_network, set_option,
+    abstract_unix_addr, become_user, census, ephemeral_ports, error_name, excluded_ports, facts,
+    flush_ack, is_listening, observe_tcp, prepare_free_probe, private_network, set_option,
     DUAL_STACK_PROBE_MISSES_V4, NO_SWITCH_USER, POLL, STATE_CHECK, TIME_WAIT,
 };
 
@@ -141,6 +141,26 @@ impl Observed {
     }
 }
 
+/// One socket on a port, as the platform's socket table lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortSocket {
+    pub local: SocketAddr,
+    /// `0.0.0.0:0` / `[::]:0` when not connected.
+    pub remote: SocketAddr,
+    /// Its state (a UDP socket is `Close`, or `Established` when
+    /// connected, as Linux reports it) and, where known, its owner.
+    pub seen: Observed,
+}
+
+/// Every socket of one protocol on one port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Census {
+    pub sockets: Vec<PortSocket>,
+    /// Whether bound sockets that neither listen nor connect are listed
+    /// (Linux before 6.8 leaves them out).
+    pub lists_bound_only: bool,
+}
+
 /// A free-standing helper the OS modules share: a raw `setsockopt` result to
 /// `OptionError`.
 pub(crate) fn refused(result: io::Result<()>) -> Result<(), OptionError> {
@@ -156,6 +176,7 @@ pub(crate) fn set_reuseaddr(socket: &Socket) -> Result<(), OptionError> {
 const _: fn(&Socket, SockOpt) -> Result<(), OptionError> = set_option;
 const _: fn(i32) -> Option<&'static str> = error_name;
 const _: fn(SocketAddr, Option<SocketAddr>) -> io::Result<Observed> = observe_tcp;
+const _: fn(crate::scenario::Proto, u16, bool) -> io::Result<Option<Census>> = census;
 const _: fn() -> Vec<(&'static str, String)> = facts;
 const _: fn() -> Option<(u16, u16)> = ephemeral_ports;
 const _: fn() -> Vec<(u16, u16)> = excluded_ports;

@@ -15,11 +15,11 @@ use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress
 use windows_sys::Win32::System::SystemInformation::OSVERSIONINFOW;
 
 use super::tables::{self, portrange};
-use super::{refused, set_reuseaddr, Observed, OptionError};
-use crate::scenario::SockOpt;
+use super::{refused, set_reuseaddr, Census, Observed, OptionError};
+use crate::scenario::{Proto, SockOpt};
 
 pub const STATE_CHECK: &str =
-    "GetExtendedTcpTable (IP Helper): the socket with the exact address pair and its TCP state; none under Wine, where states are marked `?` (state not verified)";
+    "GetExtendedTcpTable: TCP by address pair and state; UDP unlisted; none under Wine (`?`)";
 
 /// Winsock errors under the same stable names as errno values.
 pub fn error_name(code: i32) -> Option<&'static str> {
@@ -257,6 +257,18 @@ pub fn observe_tcp(local: SocketAddr, remote: Option<SocketAddr>) -> io::Result<
         ws::AF_INET6,
     )?)?);
     Ok(tables::find(&entries, local, remote))
+}
+
+/// The TCP sockets on `port` from both tables; UDP sockets are not read.
+pub fn census(proto: Proto, port: u16, _bound_only: bool) -> io::Result<Option<Census>> {
+    if proto == Proto::Udp || wine().is_some() {
+        return Ok(None);
+    }
+    let mut entries = tables::windows::parse_tcp_table(&tcp_table(ws::AF_INET)?)?;
+    entries.extend(tables::windows::parse_tcp6_table(&tcp_table(
+        ws::AF_INET6,
+    )?)?);
+    Ok(Some(tables::census(&entries, port)))
 }
 
 /// `GetExtendedTcpTable(TCP_TABLE_OWNER_PID_ALL)` for one family: its size

@@ -59,6 +59,20 @@ pub fn network() -> &'static str {
         .map_or("shared (the machine's)", String::as_str)
 }
 
+/// The variable that asks every case for a census of its port (`--census`);
+/// holder children inherit it with the environment.
+pub const CENSUS_VAR: &str = "ADDRINUSE_CENSUS";
+
+/// Whether every TCP case lists its whole port in the socket table before
+/// the second bind (`--census`). A listing walks every socket of the
+/// namespace, TIME_WAIT ones included, so it costs 0.1 to 2 ms a case once
+/// a run has left thousands of them; by default TCP states are checked by
+/// exact lookups of the sockets they mean, UDP ports are always listed.
+pub fn full_census() -> bool {
+    static FULL: OnceLock<bool> = OnceLock::new();
+    *FULL.get_or_init(|| std::env::var_os(CENSUS_VAR).is_some_and(|v| v == "full"))
+}
+
 /// Why a case cannot run on this machine at all, before any syscall.
 pub fn precheck(case: &Case) -> Option<Skip> {
     let caps = host::capabilities();

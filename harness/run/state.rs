@@ -12,7 +12,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::setup::*;
 use crate::outcome::{OsError, SetupError, StateCheck};
-use crate::platform::{self, Observed, TcpState};
+use crate::platform::{self, Census, Observed, TcpState};
 use crate::scenario::{Case, Proto, State};
 
 /// How one state is built, checked and measured.
@@ -23,26 +23,57 @@ pub struct Recipe {
     /// The same setup and the second bind as bare syscalls on 127.0.0.1,
     /// nothing else: what the harness's cost is measured against.
     pub floor: FloorFn,
+    /// Every socket the port holds while the state is held, and nothing
+    /// else: what the socket table must show before the second bind.
+    pub port_holds: &'static [Holds],
+}
+
+/// One socket the port must hold (on the platform's socket table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holds {
+    /// A socket of the holder (owned by its uid) in this state. A bound
+    /// socket is `Close`, a connected UDP socket `Established`.
+    Mine(TcpState),
+    /// A socket in this state, whoever owns it: a connection nobody has
+    /// accepted yet has no owner of its own.
+    Any(TcpState),
+    /// An ownerless mini-socket: TIME_WAIT, or the FIN_WAIT2 an orphan
+    /// becomes.
+    Mini(TcpState),
 }
 
 pub type HoldFn = fn(&Case, u16, &mut Held) -> Result<(), SetupError>;
 pub type FloorFn = fn(Proto) -> io::Result<()>;
 
 pub fn recipe(state: State) -> Recipe {
-    let (hold, floor): (HoldFn, FloorFn) = match state {
-        State::Bound => (hold_bound, floor_bound),
-        State::BoundThenListen => (hold_bound, floor_bound_then_listen),
-        State::Listening => (hold_listening, floor_listening),
-        State::ListeningWithBacklog => (hold_listening_with_backlog, floor_listening_with_backlog),
-        State::Established => (hold_established, floor_established),
-        State::CloseWait => (hold_close_wait, floor_close_wait),
-        State::FinWait2 => (hold_fin_wait_2, floor_fin_wait_2),
-        State::TimeWait => (hold_time_wait, floor_time_wait),
-        State::TimeWaitClient => (hold_time_wait_client, floor_time_wait_client),
-        State::Closed => (hold_closed, floor_closed),
-        State::Connected => (hold_connected, floor_connected),
+    use Holds::*;
+    use TcpState::*;
+    let (hold, floor, port_holds): (HoldFn, FloorFn, &[Holds]) = match state {
+        State::Bound => (hold_bound, floor_bound, &[Mine(Close)]),
+        State::BoundThenListen => (hold_bound, floor_bound_then_listen, &[Mine(Close)]),
+        State::Listening => (hold_listening, floor_listening, &[Mine(Listen)]),
+        State::ListeningWithBacklog => (
+            hold_listening_with_backlog,
+            floor_listening_with_backlog,
+            &[Mine(Listen), Any(Established)],
+        ),
+        State::Established => (hold_established, floor_established, &[Mine(Established)]),
+        State::CloseWait => (hold_close_wait, floor_close_wait, &[Mine(CloseWait)]),
+        State::FinWait2 => (hold_fin_wait_2, floor_fin_wait_2, &[Mini(FinWait2)]),
+        State::TimeWait => (hold_time_wait, floor_time_wait, &[Mini(TimeWait)]),
+        State::TimeWaitClient => (
+            hold_time_wait_client,
+            floor_time_wait_client,
+            &[Mini(TimeWait)],
+        ),
+        State::Closed => (hold_closed, floor_closed, &[]),
+        State::Connected => (hold_connected, floor_connected, &[Mine(Established)]),
     };
-    Recipe { hold, floor }
+    Recipe {
+        hold,
+        floor,
+        port_holds,
+    }
 }
 
 /// Bring the first socket of `case` into its state on `port` and verify it.
@@ -50,9 +81,65 @@ pub fn hold(case: &Case, port: u16) -> Result<Held, SetupError> {
     if let Some(why) = case.invalid_reason() {
         return Err(SetupError::Failed(why));
     }
+    let recipe = recipe(case.state);
     let mut held = Held::new();
-    (recipe(case.state).hold)(case, port, &mut held)?;
+    (recipe.hold)(case, port, &mut held)?;
+    expect_port_holds(case.proto, port, recipe.port_holds)?;
     Ok(held)
+}
+
+/// The socket table's census of the port: exactly the sockets the state
+/// means and nothing else, with the holder's uid where a socket has an
+/// owner. For every UDP case, and for TCP cases with `--census` (see
+/// `full_census` for the cost). Platforms that cannot list a port (UDP on
+/// the BSDs and Windows, Wine) keep the recipe's own checks, as
+/// `platform::STATE_CHECK` says.
+fn expect_port_holds(proto: Proto, port: u16, holds: &[Holds]) -> Result<(), SetupError> {
+    if proto == Proto::Tcp && !super::full_census() {
+        return Ok(());
+    }
+    let census = match platform::census(proto, port, true) {
+        Ok(Some(census)) => census,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(SetupError::failed("socket-table census of the port", e)),
+    };
+    port_holds_exactly(holds, &census, platform::euid()).map_err(|seen| {
+        SetupError::Failed(format!(
+            "port {port} should hold exactly {holds:?}, the socket table lists [{seen}]"
+        ))
+    })
+}
+
+/// Whether `census` lists exactly `holds`, with `owner` as the owner of
+/// the holder's sockets; otherwise what it lists.
+fn port_holds_exactly(holds: &[Holds], census: &Census, owner: u32) -> Result<(), String> {
+    let want = |h: &Holds| match *h {
+        Holds::Mine(state) => Observed::Owned(state, owner),
+        Holds::Any(state) => Observed::State(state),
+        Holds::Mini(state) => Observed::MiniSocket(state),
+    };
+    let mut missing: Vec<Holds> = holds.to_vec();
+    let mut extra = 0;
+    for socket in &census.sockets {
+        match missing.iter().position(|h| socket.seen.satisfies(want(h))) {
+            Some(at) => {
+                missing.remove(at);
+            }
+            None => extra += 1,
+        }
+    }
+    // A table that does not list bound-only sockets cannot miss them
+    // (getsockname in `bind_first` has shown the socket holds the port).
+    if !census.lists_bound_only {
+        missing.retain(|h| *h != Holds::Mine(TcpState::Close));
+    }
+    if missing.is_empty() && extra == 0 {
+        return Ok(());
+    }
+    let seen: Vec<String> = (census.sockets.iter())
+        .map(|s| format!("{:?} {}->{}", s.seen, s.local, s.remote))
+        .collect();
+    Err(seen.join(", "))
 }
 
 // ---- recipes -------------------------------------------------------------
@@ -395,4 +482,101 @@ fn floor_connected(proto: Proto) -> io::Result<()> {
     peer.bind(&LOOPBACK.into())?;
     first.connect(&peer.local_addr()?)?;
     second(proto, &first.local_addr()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::PortSocket;
+
+    fn census(seen: &[Observed], lists_bound_only: bool) -> Census {
+        let at = SocketAddr::from(([127, 0, 0, 1], 10000));
+        let sockets = (seen.iter())
+            .map(|&seen| PortSocket {
+                local: at,
+                remote: LOOPBACK,
+                seen,
+            })
+            .collect();
+        Census {
+            sockets,
+            lists_bound_only,
+        }
+    }
+
+    #[test]
+    fn a_port_holds_exactly_what_the_state_means() {
+        use Observed::*;
+        use TcpState::*;
+        let backlog = recipe(crate::scenario::State::ListeningWithBacklog).port_holds;
+        let cases: &[(&[Holds], &[Observed], bool, bool)] = &[
+            (
+                backlog,
+                &[Owned(Listen, 65534), Owned(Established, 0)],
+                true,
+                true,
+            ),
+            // the closed listener is still there
+            (
+                recipe(crate::scenario::State::Established).port_holds,
+                &[Owned(Established, 65534), Owned(Listen, 65534)],
+                true,
+                false,
+            ),
+            // another user's socket
+            (
+                recipe(crate::scenario::State::Bound).port_holds,
+                &[Owned(Close, 0)],
+                true,
+                false,
+            ),
+            // the orphan is still a full socket, not the mini-socket
+            (
+                recipe(crate::scenario::State::FinWait2).port_holds,
+                &[Owned(FinWait2, 65534)],
+                true,
+                false,
+            ),
+            (
+                recipe(crate::scenario::State::Closed).port_holds,
+                &[],
+                true,
+                true,
+            ),
+            (
+                recipe(crate::scenario::State::Closed).port_holds,
+                &[MiniSocket(TimeWait)],
+                true,
+                false,
+            ),
+            // a table without bound-only sockets cannot show the bound one
+            (
+                recipe(crate::scenario::State::Bound).port_holds,
+                &[],
+                false,
+                true,
+            ),
+            (
+                recipe(crate::scenario::State::Bound).port_holds,
+                &[],
+                true,
+                false,
+            ),
+            // a table that reports states only (the BSDs, Windows)
+            (
+                recipe(crate::scenario::State::TimeWait).port_holds,
+                &[Observed::State(TimeWait)],
+                false,
+                true,
+            ),
+        ];
+        for (holds, seen, lists_bound_only, ok) in cases {
+            let result = port_holds_exactly(holds, &census(seen, *lists_bound_only), 65534);
+            assert_eq!(
+                result.is_ok(),
+                *ok,
+                "{holds:?} against {seen:?}: {result:?}"
+            );
+        }
+    }
 }

@@ -217,6 +217,26 @@ pub fn find(entries: &[TcpEntry], local: SocketAddr, remote: Option<SocketAddr>)
     found.map_or(Observed::Absent, |e| Observed::State(e.state))
 }
 
+/// The TCP sockets of the table on `port` (their local port). Such tables
+/// are not known to list bound sockets that neither listen nor connect.
+pub fn census(entries: &[TcpEntry], port: u16) -> super::Census {
+    let sockets = entries
+        .iter()
+        .filter(|e| e.local.port() == port)
+        .map(|e| super::PortSocket {
+            local: e.local,
+            remote: e.remote,
+            seen: e.uid.map_or(Observed::State(e.state), |uid| {
+                Observed::Owned(e.state, uid)
+            }),
+        })
+        .collect();
+    super::Census {
+        sockets,
+        lists_bound_only: false,
+    }
+}
+
 /// `0.0.0.0:0` or `[::]:0`: the remote end of a listener.
 fn unspecified_like(addr: SocketAddr) -> SocketAddr {
     match addr {
