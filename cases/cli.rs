@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use addrinuse::report::compare::parse_snapshot;
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use serde_json::Value;
 
 fn addrinuse(args: &[&str]) -> Output {
@@ -78,7 +79,6 @@ const REJECTS: &[(&str, &str)] = &[
     ("serve --tcp 10.0.0.1:80", "LOOPBACK_OR_WILDCARD"),
 ];
 
-#[test]
 fn bad_input_is_one_line_and_exit_code_2() {
     for (args, naming) in REJECTS {
         rejects(&words(args), naming);
@@ -92,7 +92,6 @@ fn bad_input_is_one_line_and_exit_code_2() {
 /// What `--help` and a usage error say is the same everywhere: snapshots,
 /// reviewed like the tables (the value lists come from the library's
 /// tables).
-#[test]
 fn help_and_usage_errors_are_as_reviewed() {
     let out = addrinuse(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
@@ -107,7 +106,6 @@ fn help_and_usage_errors_are_as_reviewed() {
     });
 }
 
-#[test]
 fn jsonl_has_one_object_per_case_with_the_documented_fields() {
     let out = addrinuse(&words(
         "--format jsonl --proto udp --state bound --group v4 --holder other-process",
@@ -155,7 +153,6 @@ fn jsonl_has_one_object_per_case_with_the_documented_fields() {
     );
 }
 
-#[test]
 fn tcp_jsonl_reports_listen_only_after_a_successful_bind() {
     let out = addrinuse(&[
         "--format",
@@ -181,7 +178,6 @@ fn tcp_jsonl_reports_listen_only_after_a_successful_bind() {
 }
 
 /// `probe` answers exactly what the matrix answers for the same case.
-#[test]
 fn probe_agrees_with_the_matrix() {
     let matrix = addrinuse(&[
         "--format",
@@ -227,7 +223,6 @@ fn probe_agrees_with_the_matrix() {
     );
 }
 
-#[test]
 fn table_output_starts_with_every_fact_then_the_restart_question() {
     let out = addrinuse(&words(
         "--proto tcp --state time-wait --state established --group v4",
@@ -291,7 +286,6 @@ fn two_platforms(changed_table: &str, changed_row: (&str, &str)) -> tempfile::Te
     tmp
 }
 
-#[test]
 fn compare_shows_exactly_the_cells_that_differ() {
     let tmp = two_platforms(
         "tcp_time-wait_same-process_v4",
@@ -334,7 +328,6 @@ fn compare_shows_exactly_the_cells_that_differ() {
     );
 }
 
-#[test]
 fn compare_with_one_platform_names_those_not_recorded() {
     let out = addrinuse(&["compare"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -353,7 +346,6 @@ fn compare_with_one_platform_names_those_not_recorded() {
 
 /// docs/platforms.md is the markdown compare view of the committed records:
 /// regenerate it with `cargo run -- compare --format markdown > docs/platforms.md`.
-#[test]
 fn platforms_page_matches_the_records() {
     let out = addrinuse(&["compare", "--format", "markdown"]);
     let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/platforms.md");
@@ -366,7 +358,6 @@ fn platforms_page_matches_the_records() {
 
 /// The restart story live: a timeline in order, ending with the new
 /// server's answer, which is the one this platform's restart table holds.
-#[test]
 fn restart_prints_a_timeline() {
     let out = addrinuse(&["restart", "--variant", "graceful"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -407,13 +398,12 @@ fn restart_prints_a_timeline() {
 /// as the same user. Needs root and `setpriv` to start the command as an
 /// unprivileged user.
 #[cfg(target_os = "linux")]
-#[test]
-fn other_user_cases_are_skipped_without_root() {
+fn other_user_cases_are_skipped_without_root() -> Result<Completion, Failed> {
     let setpriv = Path::new("/usr/bin/setpriv");
     let missing = (!addrinuse::platform::privileged() || !setpriv.exists())
         .then(|| "needs root and /usr/bin/setpriv".to_string());
-    if !common::capable("other_user_cases_are_skipped_without_root", missing) {
-        return;
+    if let Some(skipped) = common::skip_for(missing) {
+        return skipped;
     }
     let out = Command::new(setpriv)
         .args([
@@ -439,11 +429,11 @@ fn other_user_cases_are_skipped_without_root() {
             "{v}"
         );
     }
+    Ok(Completion::Completed)
 }
 
 /// `addrinuse | head -1`: a reader that goes away early ends the command
 /// quietly, without a panic.
-#[test]
 fn a_closed_stdout_is_not_a_panic() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
@@ -467,7 +457,6 @@ fn a_closed_stdout_is_not_a_panic() {
 
 /// A Windows checkout with `core.autocrlf` turns every snapshot into CRLF:
 /// compare reads it like the LF original (no difference at all).
-#[test]
 fn compare_reads_a_crlf_checkout() {
     let recorded = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/linux");
     let tmp = tempfile::tempdir().unwrap();
@@ -491,4 +480,52 @@ fn compare_reads_a_crlf_checkout() {
         text.contains("cells that differ between platforms: 0"),
         "{text}"
     );
+}
+
+/// Plain functions listed here, not `#[test]`s: this binary has its own
+/// harness (libtest-mimic), so that a test a machine cannot run is counted
+/// as ignored, with its reason, in the summary.
+fn main() {
+    let args = Arguments::from_args();
+    macro_rules! trials {
+        ($($test:ident),* $(,)?) => {
+            vec![$(Trial::test(stringify!($test), || {
+                $test();
+                Ok(())
+            })),*]
+        };
+    }
+    #[allow(unused_mut)]
+    let mut trials = trials![
+        bad_input_is_one_line_and_exit_code_2,
+        help_and_usage_errors_are_as_reviewed,
+        jsonl_has_one_object_per_case_with_the_documented_fields,
+        tcp_jsonl_reports_listen_only_after_a_successful_bind,
+        probe_agrees_with_the_matrix,
+        table_output_starts_with_every_fact_then_the_restart_question,
+        compare_shows_exactly_the_cells_that_differ,
+        compare_with_one_platform_names_those_not_recorded,
+        platforms_page_matches_the_records,
+        restart_prints_a_timeline,
+        a_closed_stdout_is_not_a_panic,
+        compare_reads_a_crlf_checkout,
+        no_test_is_silently_dropped,
+    ];
+    #[cfg(target_os = "linux")]
+    trials.push(Trial::ignorable_test(
+        "other_user_cases_are_skipped_without_root",
+        other_user_cases_are_skipped_without_root,
+    ));
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// With `harness = false`, a `#[test]` function would compile to nothing
+/// and never run: every test is listed in `main` instead.
+fn no_test_is_silently_dropped() {
+    for file in ["cases/cli.rs", "cases/properties.rs"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dropped = text.lines().any(|line| line.trim() == "#[test]");
+        assert!(!dropped, "{file} has a #[test] function that never runs");
+    }
 }

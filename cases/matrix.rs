@@ -54,11 +54,8 @@ fn check(recorded: Recorded) -> Result<Completion, Failed> {
             if cases.is_empty() {
                 return Err(format!("{} has no cases", key.name()).into());
             }
-            if let Some(why) = common::lacks(&cases) {
-                if common::in_ci() {
-                    return Err(format!("this CI machine lacks a capability: {why}").into());
-                }
-                return Ok(Completion::ignored_with(why));
+            if let Some(skipped) = common::skip_for(common::lacks(&cases)) {
+                return skipped;
             }
             let records = run::run_all(&cases, run::default_threads(), &|_| {});
             let rows: Vec<_> = records.iter().collect();

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use addrinuse::outcome::Skip;
 use addrinuse::run;
 use addrinuse::scenario::Case;
+use libtest_mimic::{Completion, Failed};
 
 /// Once per test binary: child processes (holders, echo servers) run the
 /// `addrinuse` binary cargo built for these tests.
@@ -32,16 +33,13 @@ pub fn lacks(cases: &[Case]) -> Option<String> {
 }
 
 /// The one policy for a missing capability: in CI the test fails, so a CI
-/// run can never pass by skipping; locally it is skipped with the reason
-/// on stderr. Returns whether the test may go on.
-pub fn capable(test: &str, missing: Option<String>) -> bool {
-    let Some(why) = missing else {
-        return true;
-    };
-    assert!(
-        !in_ci(),
-        "{test}: this CI machine lacks a capability: {why}"
-    );
-    eprintln!("SKIPPED {test}: {why}");
-    false
+/// run can never pass by skipping; locally it is ignored at run time with
+/// the reason, which the test summary shows and counts. `None`: go on.
+pub fn skip_for(missing: Option<String>) -> Option<Result<Completion, Failed>> {
+    let why = missing?;
+    Some(if in_ci() {
+        Err(format!("this CI machine lacks a capability: {why}").into())
+    } else {
+        Ok(Completion::ignored_with(why))
+    })
 }
