@@ -94,7 +94,8 @@ pub fn report(iterations: u32) -> String {
         "proto", "state", "harness", "raw", "ratio"
     )
     .unwrap();
-    for m in measure(iterations) {
+    let measured = measure(iterations);
+    for m in &measured {
         writeln!(
             out,
             "{:<5} {:<22} {:>8.1}us {:>8.1}us {:>6.2}x",
@@ -106,5 +107,25 @@ pub fn report(iterations: u32) -> String {
         )
         .unwrap();
     }
+    // The floor of the whole run: each case that runs here at its state's
+    // bare-syscall cost, one thread. The run's two cores must pay for all
+    // of the harness (holders, checks, teardown) to reach 1.0x.
+    let floor: Duration = (scenario::matrix().iter())
+        .filter(|case| run::precheck(case).is_none())
+        .filter_map(|case| {
+            let m = measured
+                .iter()
+                .find(|m| (m.proto, m.state) == (case.proto, case.state))?;
+            Some(m.raw)
+        })
+        .sum();
+    writeln!(
+        out,
+        "whole matrix against its floor: {:.3} s / {:.3} s = {:.2}x\n  (floor: every case that runs here at its state's raw cost, one thread)",
+        wall.as_secs_f64(),
+        floor.as_secs_f64(),
+        wall.as_secs_f64() / floor.as_secs_f64()
+    )
+    .unwrap();
     out
 }

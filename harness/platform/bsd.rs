@@ -16,12 +16,10 @@ use crate::scenario::{Proto, SockOpt};
 pub use unix::{error_name, privileged};
 
 #[cfg(target_os = "freebsd")]
-pub const STATE_CHECK: &str =
-    "net.inet.tcp.pcblist: TCP by address pair and state; UDP unlisted";
+pub const STATE_CHECK: &str = "net.inet.tcp.pcblist: TCP by address pair and state; UDP unlisted";
 
 #[cfg(target_os = "macos")]
-pub const STATE_CHECK: &str =
-    "net.inet.tcp.pcblist_n: TCP by address pair and state; UDP unlisted";
+pub const STATE_CHECK: &str = "net.inet.tcp.pcblist_n: TCP by address pair and state; UDP unlisted";
 
 #[cfg(not(any(target_os = "freebsd", target_os = "macos")))]
 pub const STATE_CHECK: &str =

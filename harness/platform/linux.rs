@@ -16,8 +16,7 @@ use crate::scenario::{Proto, SockOpt};
 
 pub use unix::{error_name, privileged};
 
-pub const STATE_CHECK: &str =
-    "sock_diag: TCP by address pair, state, owner; UDP whole port";
+pub const STATE_CHECK: &str = "sock_diag: TCP by address pair, state, owner; UDP whole port";
 
 pub fn set_option(socket: &Socket, opt: SockOpt) -> Result<(), OptionError> {
     match opt {
