@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::outcome::{Outcome, Record, Skip, StateCheck};
 use crate::platform;
 use crate::probe;
-use crate::scenario::{Named, Proto, TableKey};
+use crate::scenario::{Named, TableKey};
 
 /// Output formats of the `addrinuse` command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -95,15 +95,9 @@ pub fn probe_text(record: &Record) -> String {
         out.push_str(&format!("  reason: {reason}\n"));
     }
     if let Outcome::Ran { check, .. } = o {
-        let how = match (case.proto, check) {
-            // No UDP socket is looked up in a socket table.
-            (Proto::Udp, _) => {
-                "seen through its own descriptor (getsockname, getpeername)".to_string()
-            }
-            (Proto::Tcp, StateCheck::Verified) => format!("verified ({})", platform::STATE_CHECK),
-            (Proto::Tcp, StateCheck::Unverified) => {
-                format!("not verified ({})", platform::STATE_CHECK)
-            }
+        let how = match check {
+            StateCheck::Verified => format!("verified ({})", platform::STATE_CHECK),
+            StateCheck::Unverified => format!("not verified ({})", platform::STATE_CHECK),
         };
         out.push_str(&format!("  first socket {}: {how}\n", case.state.name()));
     }
