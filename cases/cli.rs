@@ -1,6 +1,7 @@
 //! The `addrinuse` command as a user meets it: output formats, filters,
 //! the probe grammar, and exit code 2 with a one-line error for bad input.
 
+#[macro_use]
 mod common;
 
 use std::path::Path;
@@ -487,14 +488,6 @@ fn compare_reads_a_crlf_checkout() {
 /// as ignored, with its reason, in the summary.
 fn main() {
     let args = Arguments::from_args();
-    macro_rules! trials {
-        ($($test:ident),* $(,)?) => {
-            vec![$(Trial::test(stringify!($test), || {
-                $test();
-                Ok(())
-            })),*]
-        };
-    }
     #[allow(unused_mut)]
     let mut trials = trials![
         bad_input_is_one_line_and_exit_code_2,

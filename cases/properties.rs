@@ -1,6 +1,7 @@
 //! Properties of the harness and the kernel that hold on every platform,
 //! checked on cases drawn at random from the whole matrix.
 
+#[macro_use]
 mod common;
 
 use addrinuse::outcome::Outcome;
@@ -41,14 +42,6 @@ fn main() {
     run::isolate();
     common::init();
     let args = Arguments::from_args();
-    macro_rules! trials {
-        ($($test:ident),* $(,)?) => {
-            vec![$(Trial::test(stringify!($test), || {
-                $test();
-                Ok(())
-            })),*]
-        };
-    }
     let mut trials = trials![
         a_case_answers_the_same_twice,
         concurrency_does_not_change_answers,

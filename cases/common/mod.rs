@@ -43,3 +43,15 @@ pub fn skip_for(missing: Option<String>) -> Option<Result<Completion, Failed>> {
         Ok(Completion::ignored_with(why))
     })
 }
+
+/// Trials of plain test functions (`fn()` that panics on failure), for the
+/// test binaries with their own harness: `trials![a, b]`.
+#[allow(unused_macros)] // the matrix binary lists its trials by hand
+macro_rules! trials {
+    ($($test:ident),* $(,)?) => {
+        vec![$(libtest_mimic::Trial::test(stringify!($test), || {
+            $test();
+            Ok(())
+        })),*]
+    };
+}

@@ -151,10 +151,9 @@ fn open_diag() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// One exact-match sock_diag query: the TCP socket whose local address is
-/// `local` and whose remote address is `remote` (0.0.0.0:0 finds a listener).
-fn query(local: SocketAddr, remote: SocketAddr) -> io::Result<Observed> {
-    let (family, src, dst) = diag_family(&local, &remote);
+/// Run `f` with this thread's sock_diag socket and the next sequence
+/// number, opening the socket on first use.
+fn with_diag<T>(f: impl FnOnce(&OwnedFd, u32) -> io::Result<T>) -> io::Result<T> {
     DIAG.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -162,12 +161,38 @@ fn query(local: SocketAddr, remote: SocketAddr) -> io::Result<Observed> {
         }
         let (fd, seq) = slot.as_mut().expect("just opened");
         *seq = seq.wrapping_add(1);
+        f(fd, *seq)
+    })
+}
+
+/// Send one request, a `repr(C)` struct of plain data without padding.
+fn send_request<T>(fd: &OwnedFd, request: &T) -> io::Result<()> {
+    // SAFETY: T is plain data; the kernel reads size_of::<T>() bytes of it.
+    let sent = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            (request as *const T).cast(),
+            size_of::<T>(),
+            0,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One exact-match sock_diag query: the TCP socket whose local address is
+/// `local` and whose remote address is `remote` (0.0.0.0:0 finds a listener).
+fn query(local: SocketAddr, remote: SocketAddr) -> io::Result<Observed> {
+    let (family, src, dst) = diag_family(&local, &remote);
+    with_diag(|fd, seq| {
         let request = Request {
             header: NlMsgHdr {
                 len: size_of::<Request>() as u32,
                 kind: SOCK_DIAG_BY_FAMILY,
                 flags: NLM_F_REQUEST,
-                seq: *seq,
+                seq,
                 pid: 0,
             },
             body: InetDiagReqV2 {
@@ -186,18 +211,7 @@ fn query(local: SocketAddr, remote: SocketAddr) -> io::Result<Observed> {
                 ..Default::default()
             },
         };
-        // SAFETY: Request is repr(C) plain data; the kernel reads len bytes.
-        let sent = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                (&request as *const Request).cast(),
-                size_of::<Request>(),
-                0,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        send_request(fd, &request)?;
         let mut buf = [0u8; 1024];
         // Replies to earlier, timed-out queries may still be queued: skip
         // them, a bounded number of times.
@@ -213,7 +227,7 @@ fn query(local: SocketAddr, remote: SocketAddr) -> io::Result<Observed> {
             }
             // SAFETY: the buffer holds at least a header; read unaligned.
             let header: NlMsgHdr = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
-            if header.seq != *seq {
+            if header.seq != seq {
                 continue;
             }
             let body = &buf[size_of::<NlMsgHdr>()..n];
@@ -302,13 +316,7 @@ fn dump(
     states: u32,
     out: &mut Vec<PortSocket>,
 ) -> io::Result<()> {
-    DIAG.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some((open_diag()?, 0));
-        }
-        let (fd, seq) = slot.as_mut().expect("just opened");
-        *seq = seq.wrapping_add(1);
+    with_diag(|fd, seq| {
         // { S_EQ, yes = 8 (past the end: accept), no = 12 (reject) },
         // { 0, 0, port }: the kernel compares the second op's `no` field.
         let mut bytecode = [INET_DIAG_BC_S_EQ, 8, 12, 0, 0, 0, 0, 0];
@@ -318,7 +326,7 @@ fn dump(
                 len: size_of::<DumpRequest>() as u32,
                 kind: SOCK_DIAG_BY_FAMILY,
                 flags: NLM_F_REQUEST | NLM_F_DUMP,
-                seq: *seq,
+                seq,
                 pid: 0,
             },
             body: InetDiagReqV2 {
@@ -331,18 +339,7 @@ fn dump(
             attr_type: INET_DIAG_REQ_BYTECODE,
             bytecode,
         };
-        // SAFETY: DumpRequest is repr(C) plain data without padding.
-        let sent = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                (&request as *const DumpRequest).cast(),
-                size_of::<DumpRequest>(),
-                0,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        send_request(fd, &request)?;
         let mut buf = vec![0u8; 16 * 1024];
         // One port holds a handful of sockets; bound the loop anyway.
         for _ in 0..256 {
@@ -361,7 +358,7 @@ fn dump(
                 }
                 let body = &rest[size_of::<NlMsgHdr>()..len];
                 rest = &rest[len.next_multiple_of(4).min(rest.len())..];
-                if header.seq != *seq {
+                if header.seq != seq {
                     continue;
                 }
                 match header.kind {
