@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use addrinuse::report::compare::parse_snapshot;
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::Arguments;
 use serde_json::Value;
 
 fn addrinuse(args: &[&str]) -> Output {
@@ -399,7 +399,8 @@ fn restart_prints_a_timeline() {
 /// as the same user. Needs root and `setpriv` to start the command as an
 /// unprivileged user.
 #[cfg(target_os = "linux")]
-fn other_user_cases_are_skipped_without_root() -> Result<Completion, Failed> {
+fn other_user_cases_are_skipped_without_root(
+) -> Result<libtest_mimic::Completion, libtest_mimic::Failed> {
     let setpriv = Path::new("/usr/bin/setpriv");
     let missing = (!addrinuse::platform::privileged() || !setpriv.exists())
         .then(|| "needs root and /usr/bin/setpriv".to_string());
@@ -430,7 +431,7 @@ fn other_user_cases_are_skipped_without_root() -> Result<Completion, Failed> {
             "{v}"
         );
     }
-    Ok(Completion::Completed)
+    Ok(libtest_mimic::Completion::Completed)
 }
 
 /// `addrinuse | head -1`: a reader that goes away early ends the command
@@ -505,7 +506,7 @@ fn main() {
         no_test_is_silently_dropped,
     ];
     #[cfg(target_os = "linux")]
-    trials.push(Trial::ignorable_test(
+    trials.push(libtest_mimic::Trial::ignorable_test(
         "other_user_cases_are_skipped_without_root",
         other_user_cases_are_skipped_without_root,
     ));
