@@ -18,7 +18,7 @@ pub const EXPECTED: &[&str] = &["linux", "macos", "windows", "freebsd"];
 pub type CellKey = (String, String, String);
 
 /// One recorded table's answers.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Answers {
     pub cells: BTreeMap<CellKey, String>,
     /// The platform ran none of the table's cases: every cell is

@@ -1,0 +1,76 @@
+//! The models against the records: every recorded cell of every platform
+//! folder the model knows (`snapshots/linux/`, kernel-line folders such as
+//! `snapshots/linux-6.1/`, and any platform recorded later), random cases
+//! run for real on this machine, and for platforms not recorded yet, the
+//! facts their own projects' tests and documentation establish.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use addrinuse::model::{self, Platform};
+use addrinuse::probe;
+use addrinuse::report::compare::{self, Answers};
+
+type Tables = BTreeMap<String, Answers>;
+
+fn recorded() -> BTreeMap<String, Tables> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots");
+    compare::load(&dir).unwrap_or_else(|e| panic!("cannot read the records: {e}"))
+}
+
+/// A kernel-line folder holds only the tables where its line differs from
+/// the reference: the reference's tables fill in the rest.
+fn with_reference(all: &BTreeMap<String, Tables>, folder: &str) -> Tables {
+    let mut tables = Tables::new();
+    if folder.starts_with("linux-") {
+        if let Some(reference) = all.get("linux") {
+            tables.extend(reference.clone());
+        }
+    }
+    tables.extend(all[folder].clone());
+    tables
+}
+
+/// Every recorded folder the model knows agrees with the model in every
+/// cell; a disagreement is listed in probe grammar.
+#[test]
+fn every_recorded_cell_agrees_with_its_platform_model() {
+    let all = recorded();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for folder in all.keys() {
+        let Some(platform) = Platform::from_folder(folder) else {
+            failures.push(format!(
+                "snapshots/{folder}/ names no platform the model knows"
+            ));
+            continue;
+        };
+        checked += 1;
+        let tables = with_reference(&all, folder);
+        let agreement = model::agreement(platform, &tables);
+        eprintln!("{platform}: {}", agreement.summary(platform));
+        let never = agreement.never_fired(platform);
+        if !never.is_empty() {
+            eprintln!("{platform}: rules no record fired: {}", never.join(", "));
+        }
+        if agreement.ran == 0 {
+            failures.push(format!("{platform}: no cell was compared"));
+        }
+        for (case, predicted, recorded) in agreement.disagree.iter().take(40) {
+            failures.push(format!(
+                "{platform}: {}  recorded {recorded}, model {predicted}",
+                probe::format(case)
+            ));
+        }
+        if agreement.disagree.len() > 40 {
+            failures.push(format!(
+                "{platform}: ... {} more",
+                agreement.disagree.len() - 40
+            ));
+        }
+    }
+    assert!(checked > 0, "no platform folder under snapshots/");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
