@@ -4,6 +4,7 @@
 
 mod bench;
 mod compare;
+mod explain;
 mod internal;
 mod matrix;
 mod probe;
@@ -122,6 +123,14 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Run one case here (probe grammar) and show why each platform
+    /// answers as it does: every platform model's prediction, the rules
+    /// that decided it, and whether a record agrees.
+    Explain {
+        /// PROTO STATE FIRST SECOND [HOLDER] (as separate words or one quoted string).
+        #[arg(required = true, num_args = 1.., value_name = "PROTO STATE FIRST SECOND [HOLDER]")]
+        case: Vec<String>,
+    },
     /// Read every snapshots/<os>/ folder and show only the cells where the
     /// recorded platforms disagree, side by side.
     Compare {
@@ -209,6 +218,7 @@ pub fn exec(cli: Cli, out: &mut dyn Write) -> Done {
     match cli.command {
         None => matrix::exec(cli.run, out),
         Some(Command::Probe { case, format }) => probe::exec(&case, format, out),
+        Some(Command::Explain { case }) => explain::exec(&case, out),
         Some(Command::Compare { snapshots, format }) => compare::exec(snapshots, format, out),
         Some(Command::Restart(args)) => restart::exec(args, out),
         Some(Command::Serve(args)) => internal::serve(args),

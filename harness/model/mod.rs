@@ -108,6 +108,18 @@ pub enum LinuxLine {
     V6_1,
 }
 
+impl LinuxLine {
+    /// The line of a kernel release (`Linux 6.1.0-50-amd64`, `6.18.44`).
+    pub fn of_release(release: &str) -> LinuxLine {
+        let version = release.rsplit(' ').next().unwrap_or_default();
+        if version == "6.1" || version.starts_with("6.1.") || version.starts_with("6.1-") {
+            LinuxLine::V6_1
+        } else {
+            LinuxLine::Reference
+        }
+    }
+}
+
 /// A platform the project records (or means to).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Platform {
