@@ -74,3 +74,75 @@ fn every_recorded_cell_agrees_with_its_platform_model() {
     assert!(checked > 0, "no platform folder under snapshots/");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The platforms with no record yet pass the facts their own tests and
+/// documentation establish.
+#[test]
+fn unrecorded_platforms_pass_their_source_facts() {
+    let tables = [
+        (Platform::FreeBsd, model::freebsd::FACTS),
+        (Platform::MacOs, model::darwin::FACTS),
+        (Platform::Windows, model::windows::FACTS),
+    ];
+    let mut failures = Vec::new();
+    for (platform, facts) in tables {
+        assert!(!facts.is_empty(), "{platform} has no facts");
+        for fact in facts {
+            let case = probe::parse(&[fact.case.to_string()])
+                .unwrap_or_else(|e| panic!("{platform}: fact {:?}: {e}", fact.case));
+            let predicted = platform.predict(&case).answer.cell();
+            if predicted != fact.cell {
+                failures.push(format!(
+                    "{platform}: {}  {} says {}, model {predicted}",
+                    fact.case, fact.source, fact.cell
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+mod real {
+    use super::*;
+    use addrinuse::model::LinuxLine;
+    use addrinuse::run;
+    use addrinuse::scenario::matrix;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Each case really runs (a holder process, a port): keep it cheap.
+        #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Random cases of the whole matrix, run on this machine, agree
+        /// with this platform's model.
+        #[test]
+        fn random_cases_run_here_agree_with_the_model(index in 0..matrix().len()) {
+            common::init();
+            let Some(here) = Platform::from_folder(addrinuse::platform::OS) else {
+                return Ok(());
+            };
+            let here = match here {
+                Platform::Linux(_) => {
+                    let kernel = addrinuse::platform::facts()
+                        .into_iter()
+                        .find(|(k, _)| *k == "kernel")
+                        .map(|(_, v)| v)
+                        .unwrap_or_default();
+                    Platform::Linux(LinuxLine::of_release(&kernel))
+                }
+                other => other,
+            };
+            // Only Linux's model is checked against kernels today; the
+            // others wait for their records (see the source facts).
+            if !matches!(here, Platform::Linux(_)) {
+                return Ok(());
+            }
+            let case = matrix()[index];
+            let record = run::run_case(&case);
+            let real = record.outcome.cell();
+            let real = model::answer_part(&real);
+            prop_assume!(real != "skipped", "this machine cannot run {}", probe::format(&case));
+            prop_assert_eq!(real, here.predict(&case).answer.cell(), "{}", probe::format(&case));
+        }
+    }
+}
