@@ -4,9 +4,10 @@
 //! Microsoft's documentation (`FACTS`).
 
 use super::freebsd::Fact;
-use super::{lacking, Addr, Answer, Prediction, Rule, Why};
+use super::{lacking, Addr, Answer, Prediction, Rule, Step, Why};
 use crate::scenario::{Case, Holder, Proto, SockOpt, SocketSpec, State};
 
+const WINE: &str = "Wine dlls/ws2_32/tests/sock.c, test_reuseaddr (its expectations are Windows' answers; todo_wine marks Wine's own gaps)";
 const MS_DOC: &str = "Microsoft, \"Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE\" (Winsock) and \"Sharing Transport Addresses\" (WSK): the second-bind table";
 
 pub static NO_SUCH_OPTION: Rule = Rule {
@@ -51,8 +52,13 @@ pub static CONNECTIONS: Rule = Rule {
 };
 pub static LISTEN_NO_CHECK: Rule = Rule {
     name: "listen-does-not-check",
-    says: "listen() on a bound socket does not look at the port again",
-    source: "Winsock listen(): WSAEADDRINUSE is normally reported by bind()",
+    says: "listen() on a bound socket does not look at the port again: two SO_REUSEADDR sockets on one address both listen",
+    source: WINE,
+};
+pub static DUAL_IPV4_SIDE: Rule = Rule {
+    name: "dual-stack-ipv4-side-only-if-exclusive",
+    says: "a dual-stack :: socket holds the IPv4 side of the port only when it has SO_EXCLUSIVEADDRUSE: then an IPv4 bind over it gets EACCES, and it cannot bind over an IPv4 socket; without it, 0.0.0.0 and :: coexist",
+    source: WINE,
 };
 
 pub static RULES: &[&Rule] = &[
@@ -65,6 +71,7 @@ pub static RULES: &[&Rule] = &[
     &SAME_ACCOUNT_CHECK,
     &CONNECTIONS,
     &LISTEN_NO_CHECK,
+    &DUAL_IPV4_SIDE,
 ];
 
 #[derive(Clone, Copy, PartialEq)]
@@ -114,15 +121,44 @@ const SECOND_BIND: [[[Cell; 6]; 2]; 3] = {
     ]
 };
 
-/// Whether two addresses meet: same family space (a dual-stack `::` is
-/// in both) and the same address or a wildcard.
-fn meet(a: &SocketSpec, b: &SocketSpec) -> bool {
-    let (x, y) = (Addr::of(&a.endpoint), Addr::of(&b.endpoint));
-    let dual =
-        |s: &SocketSpec, ad: &Addr| ad.wildcard && !ad.v4_space && s.endpoint.v6only == Some(false);
-    let same_space =
-        x.v4_space == y.v4_space || (dual(a, &x) && y.v4_space) || (dual(b, &y) && x.v4_space);
-    same_space && (x.wildcard || y.wildcard || x.key == y.key)
+/// How two sockets' addresses relate.
+#[derive(PartialEq)]
+enum Meet {
+    Apart,
+    /// Same family space: the documented table decides.
+    Table,
+    /// The first is an exclusive dual-stack wildcard, the second an IPv4
+    /// (or v4-mapped) socket: refused with EACCES.
+    ExclusiveDualGuardsIpv4,
+}
+
+fn meet(first: &SocketSpec, second: &SocketSpec, why: &mut Why) -> Meet {
+    let (a, b) = (Addr::of(&first.endpoint), Addr::of(&second.endpoint));
+    let overlap = a.wildcard || b.wildcard || a.key == b.key;
+    if a.v4_space == b.v4_space {
+        return if overlap { Meet::Table } else { Meet::Apart };
+    }
+    // A dual-stack `::` reaches into IPv4 only when it is exclusive.
+    let exclusive_dual = |s: &SocketSpec, ad: &Addr| {
+        ad.wildcard
+            && !ad.v4_space
+            && s.endpoint.v6only == Some(false)
+            && s.options.has(SockOpt::ExclusiveAddrUse)
+    };
+    if exclusive_dual(first, &a) {
+        why.say(&DUAL_IPV4_SIDE);
+        return Meet::ExclusiveDualGuardsIpv4;
+    }
+    if exclusive_dual(second, &b) {
+        why.say(&DUAL_IPV4_SIDE);
+        return Meet::Table;
+    }
+    if (a.wildcard && !a.v4_space && first.endpoint.v6only == Some(false))
+        || (b.wildcard && !b.v4_space && second.endpoint.v6only == Some(false))
+    {
+        why.say(&DUAL_IPV4_SIDE);
+    }
+    Meet::Apart
 }
 
 /// The Windows model's answer for `case`.
@@ -158,27 +194,14 @@ pub fn predict(case: &Case) -> Prediction {
     };
     let bind = if !holds {
         Ok(())
-    } else if !meet(&case.first, &case.second) {
-        why.say(&NO_OVERLAP);
-        Ok(())
     } else {
-        why.say(&TABLE);
-        let (first, second) = (opt(&case.first), opt(&case.second));
-        let specific = |s: &SocketSpec| usize::from(!s.endpoint.is_wildcard());
-        let cell = SECOND_BIND[second as usize][specific(&case.second)]
-            [first as usize * 2 + specific(&case.first)];
-        match (first, second, cell) {
-            (Opt::Exclusive, _, Cell::Denied | Cell::InUse) => why.say(&EXCLUSIVE_GUARDS),
-            (_, Opt::ReuseAddr, Cell::Success) if first != Opt::ReuseAddr => {
-                why.say(&REUSEADDR_STEALS)
+        match meet(&case.first, &case.second, &mut why) {
+            Meet::Apart => {
+                why.say(&NO_OVERLAP);
+                Ok(())
             }
-            (_, _, Cell::Check) => why.say(&SAME_ACCOUNT_CHECK),
-            _ => {}
-        }
-        match cell {
-            Cell::Success | Cell::Check => Ok(()),
-            Cell::InUse => Err("EADDRINUSE"),
-            Cell::Denied => Err("EACCES"),
+            Meet::ExclusiveDualGuardsIpv4 => Err("EACCES"),
+            Meet::Table => table(case, &mut why),
         }
     };
     let listen = match (case.proto, bind) {
@@ -191,8 +214,29 @@ pub fn predict(case: &Case) -> Prediction {
     why.answer(Answer::Ran { bind, listen })
 }
 
-/// Microsoft's table, as cases of the matrix (loopback is the "specific"
-/// address; both sockets in one process, so CHECK passes).
+/// The documented cell for two overlapping sockets of one family.
+fn table(case: &Case, why: &mut Why) -> Step {
+    why.say(&TABLE);
+    let (first, second) = (opt(&case.first), opt(&case.second));
+    let specific = |s: &SocketSpec| usize::from(!s.endpoint.is_wildcard());
+    let cell = SECOND_BIND[second as usize][specific(&case.second)]
+        [first as usize * 2 + specific(&case.first)];
+    match (first, second, cell) {
+        (Opt::Exclusive, _, Cell::Denied | Cell::InUse) => why.say(&EXCLUSIVE_GUARDS),
+        (_, Opt::ReuseAddr, Cell::Success) if first != Opt::ReuseAddr => why.say(&REUSEADDR_STEALS),
+        (_, _, Cell::Check) => why.say(&SAME_ACCOUNT_CHECK),
+        _ => {}
+    }
+    match cell {
+        Cell::Success | Cell::Check => Ok(()),
+        Cell::InUse => Err("EADDRINUSE"),
+        Cell::Denied => Err("EACCES"),
+    }
+}
+
+/// Microsoft's table and Wine's test_reuseaddr, as cases of the matrix
+/// (loopback is the "specific" address; both sockets in one process, so
+/// CHECK passes).
 pub const FACTS: &[Fact] = &[
     Fact {
         case: "tcp bound 0.0.0.0 0.0.0.0",
@@ -215,27 +259,7 @@ pub const FACTS: &[Fact] = &[
         source: MS_DOC,
     },
     Fact {
-        case: "tcp bound 127.0.0.1 0.0.0.0",
-        cell: "ok/ok",
-        source: MS_DOC,
-    },
-    Fact {
-        case: "tcp bound 127.0.0.1 127.0.0.1",
-        cell: "EADDRINUSE",
-        source: MS_DOC,
-    },
-    Fact {
         case: "tcp bound 127.0.0.1+reuseaddr 127.0.0.1",
-        cell: "EACCES",
-        source: MS_DOC,
-    },
-    Fact {
-        case: "tcp bound 0.0.0.0 127.0.0.1",
-        cell: "ok/ok",
-        source: "Microsoft's second-bind table: CHECK, same account",
-    },
-    Fact {
-        case: "tcp bound 0.0.0.0+exclusive 127.0.0.1",
         cell: "EACCES",
         source: MS_DOC,
     },
@@ -250,8 +274,138 @@ pub const FACTS: &[Fact] = &[
         source: MS_DOC,
     },
     Fact {
+        case: "tcp bound 127.0.0.1 127.0.0.1+reuseaddr",
+        cell: "EACCES",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound ::1/v6only 0.0.0.0",
+        cell: "ok/ok",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound-then-listen 127.0.0.1+reuseaddr 127.0.0.1+reuseaddr",
+        cell: "ok/ok",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound-then-listen ::1/v6only+reuseaddr ::1/v6only+reuseaddr",
+        cell: "ok/ok",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp listening 0.0.0.0 127.0.0.1",
+        cell: "ok/ok",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp listening 127.0.0.1 0.0.0.0",
+        cell: "ok/ok",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound ::/v6only ::/v6only",
+        cell: "EADDRINUSE",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound 0.0.0.0+exclusive 127.0.0.1",
+        cell: "EACCES",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound ::/dual+exclusive 127.0.0.1",
+        cell: "EACCES",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound 0.0.0.0 127.0.0.1+exclusive",
+        cell: "ok/ok",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound 0.0.0.0+exclusive 127.0.0.1+exclusive",
+        cell: "EACCES",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound 127.0.0.1+exclusive 0.0.0.0",
+        cell: "ok/ok",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound 127.0.0.1 0.0.0.0+exclusive",
+        cell: "EADDRINUSE",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound 127.0.0.1 ::/dual+exclusive",
+        cell: "EADDRINUSE",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound ::1/dual 0.0.0.0+exclusive",
+        cell: "ok/ok",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound ::1/dual+exclusive 127.0.0.1+exclusive",
+        cell: "ok/ok",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound ::ffff:127.0.0.1 0.0.0.0+exclusive",
+        cell: "EADDRINUSE",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound ::/dual+exclusive 0.0.0.0",
+        cell: "EACCES",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound ::/dual 0.0.0.0+exclusive",
+        cell: "ok/ok",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound 0.0.0.0 0.0.0.0+exclusive",
+        cell: "EADDRINUSE",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound ::/dual 0.0.0.0",
+        cell: "ok/ok",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound ::ffff:0.0.0.0 0.0.0.0",
+        cell: "EADDRINUSE",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound ::ffff:127.0.0.1 127.0.0.1",
+        cell: "EADDRINUSE",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound 127.0.0.1 ::ffff:127.0.0.1",
+        cell: "EADDRINUSE",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound 127.0.0.1+exclusive 127.0.0.1",
+        cell: "EADDRINUSE",
+        source: WINE,
+    },
+    Fact {
+        case: "tcp bound 127.0.0.1 127.0.0.1+exclusive",
+        cell: "EADDRINUSE",
+        source: WINE,
+    },
+    Fact {
         case: "tcp bound 0.0.0.0+reuseaddr+exclusive 0.0.0.0",
         cell: "first-opt:EINVAL",
-        source: "Microsoft, \"SO_EXCLUSIVEADDRUSE socket option\"",
+        source: WINE,
     },
 ];
