@@ -2,7 +2,7 @@
 //! of `freebsd.rs` with XNU's own cross-user rule and no SO_REUSEPORT_LB.
 //! Not recorded yet: checked against facts of XNU's source (`FACTS`).
 
-use super::freebsd::{self, Fact, Flavor};
+use super::freebsd::{self, Bsd, Fact, Flavor};
 use super::{Prediction, Rule};
 use crate::scenario::{Case, SockOpt};
 
@@ -17,6 +17,12 @@ pub static OTHER_OWNER: Rule = Rule {
     source: "XNU in_pcbbind: so->so_uid && in_pcblookup_local_and_cleanup(..., INPLOOKUP_WILDCARD), so_uid != t->inp_socket->so_uid",
 };
 
+pub static WILDCARD_FAMILIES: Rule = Rule {
+    name: "ipv4-wildcards-of-two-kinds",
+    says: "an AF_INET and an AF_INET6 socket on the IPv4 wildcard (0.0.0.0 and a dual-stack :: or ::ffff:0.0.0.0) stay apart, in either order",
+    source: "XNU in_pcbbind and in6_pcbbind: INP_SOCKAF(so) == INP_SOCKAF(t->inp_socket) for two INADDR_ANY sockets",
+};
+
 pub static RULES: &[&Rule] = &[
     &NO_SUCH_OPTION,
     &freebsd::NO_REUSE_LOOKS_WIDE,
@@ -28,16 +34,20 @@ pub static RULES: &[&Rule] = &[
     &freebsd::LISTEN_NO_CHECK,
     &freebsd::CLOSED_FREES,
     &freebsd::CONNECTION_NARROWS,
+    &WILDCARD_FAMILIES,
 ];
 
 /// The macOS model's answer for `case`.
 pub fn predict(case: &Case) -> Prediction {
     freebsd::predict_bsd(
-        Flavor::Xnu,
+        &Bsd {
+            flavor: Flavor::Xnu,
+            supported: &[SockOpt::ReuseAddr, SockOpt::ReusePort],
+            no_option: &NO_SUCH_OPTION,
+            owner: &OTHER_OWNER,
+            families: &WILDCARD_FAMILIES,
+        },
         case,
-        &[SockOpt::ReuseAddr, SockOpt::ReusePort],
-        &NO_SUCH_OPTION,
-        &OTHER_OWNER,
     )
 }
 

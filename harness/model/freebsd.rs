@@ -33,12 +33,12 @@ pub static IN_USE: Rule = Rule {
 };
 pub static NO_OVERLAP: Rule = Rule {
     name: "no-overlap",
-    says: "sockets on different addresses of one family, a V6ONLY socket and an IPv4 one, or the two families' wildcards (0.0.0.0 and ::) never meet",
-    source: "in_pcblookup_local (INP_IPV4 / INP_IPV6 vflags); in6_pcbbind: INP_SOCKAF(so) == INP_SOCKAF(t->inp_socket) exception",
+    says: "sockets on different addresses of one family, or a V6ONLY socket and an IPv4 one, never meet",
+    source: "in_pcblookup_local, in6_pcblookup_local (INP_IPV4 / INP_IPV6 vflags)",
 };
 pub static OTHER_OWNER: Rule = Rule {
     name: "owner-must-match",
-    says: "an unprivileged user never shares an address with another user's bound or listening socket, whatever the options (connections are fair game)",
+    says: "an unprivileged user never shares an address with another user's socket, whatever the options; a TCP connection is spared (its 4-tuple is unique), a connected UDP socket is not",
     source: "in_pcbbind_setup: cr_uid check (priv_check_cred PRIV_NETINET_REUSEPORT); socket_afinet.c multibind_test and bind_connected_port_test",
 };
 pub static LISTEN_NO_CHECK: Rule = Rule {
@@ -68,6 +68,7 @@ pub static RULES: &[&Rule] = &[
     &LISTEN_NO_CHECK,
     &CLOSED_FREES,
     &CONNECTION_NARROWS,
+    &WILDCARD_FAMILIES,
 ];
 
 /// Which BSD: FreeBSD, or XNU (macOS) with its own cross-user rule.
@@ -126,15 +127,28 @@ impl Pcb {
     }
 }
 
-/// Whether two places in one space meet: `wide` lets a wildcard cover a
-/// specific address; `exact` wants the same address. The two families'
-/// IPv4 wildcards (0.0.0.0 and a dual-stack ::) never meet.
-fn meet(a: &Pcb, t: &Pcb, wide: bool) -> bool {
+/// Whether binder `a` meets `t`: in the IPv4 space (AF_INET, v4-mapped
+/// and a dual-stack `::`) or the IPv6 one. `wide` lets a wildcard cover a
+/// specific address; otherwise only the same address counts. Two IPv4
+/// wildcards of different kinds may stay apart (`Bsd::families`).
+fn meet(bsd: &Bsd, a: &Pcb, t: &Pcb, wide: bool, why: &mut Why) -> bool {
     let v4 = match (a.v4(), t.v4()) {
         (Some((aw, ak)), Some((tw, tk))) => {
-            let families_apart =
-                aw && tw && a.inet6 != t.inet6 && (!a.addr.v4_space || !t.addr.v4_space);
-            !families_apart && (ak == tk || (wide && (aw || tw)))
+            let apart = aw
+                && tw
+                && match bsd.flavor {
+                    // in6_pcbbind's IPv4 check (a dual-stack binder):
+                    // INP_SOCKAF(so) == INP_SOCKAF(t->inp_socket);
+                    // in_pcbbind_setup: both INP_IPV6PROTO.
+                    Flavor::FreeBsd if !a.addr.v4_space => !t.inet6,
+                    Flavor::FreeBsd => a.inet6 && t.inet6,
+                    // XNU in_pcbbind and in6_pcbbind: INP_SOCKAF differs.
+                    Flavor::Xnu => a.inet6 != t.inet6,
+                };
+            if apart {
+                why.say(bsd.families);
+            }
+            !apart && (ak == tk || (wide && (aw || tw)))
         }
         _ => false,
     };
@@ -166,17 +180,20 @@ fn first_pcbs(case: &Case, why: &mut Why) -> Vec<Pcb> {
     }
 }
 
+/// What differs between the BSD models.
+pub struct Bsd {
+    pub flavor: Flavor,
+    pub supported: &'static [SockOpt],
+    pub no_option: &'static Rule,
+    pub owner: &'static Rule,
+    pub families: &'static Rule,
+}
+
 /// The BSD model's answer for `case`.
-pub fn predict_bsd(
-    flavor: Flavor,
-    case: &Case,
-    supported: &[SockOpt],
-    no_option: &'static Rule,
-    owner: &'static Rule,
-) -> Prediction {
+pub fn predict_bsd(bsd: &Bsd, case: &Case) -> Prediction {
     let mut why = Why::default();
-    if lacking(case, supported).is_some() {
-        why.say(no_option);
+    if lacking(case, bsd.supported).is_some() {
+        why.say(bsd.no_option);
         return why.answer(Answer::Unsupported);
     }
     let others = first_pcbs(case, &mut why);
@@ -188,17 +205,21 @@ pub fn predict_bsd(
     let mut bind = Ok(());
     for t in &others {
         if case.holder == Holder::OtherUser {
-            let seen = match flavor {
-                // socket_afinet.c: never across owners; connections excepted.
-                Flavor::FreeBsd => !t.connected && meet(&new, t, true),
+            let seen = match bsd.flavor {
+                // in_pcbbind_setup: a TCP connection (unique 4-tuple) is
+                // spared; a connected UDP socket is not.
+                Flavor::FreeBsd => {
+                    (case.proto == Proto::Udp || !t.connected) && meet(bsd, &new, t, true, &mut why)
+                }
                 // XNU in_pcbbind: so_uid check, sparing two wildcards when
                 // the first has SO_REUSEPORT.
                 Flavor::Xnu => {
-                    meet(&new, t, true) && !(new.addr.wildcard && t.addr.wildcard && t.reuseport)
+                    meet(bsd, &new, t, true, &mut why)
+                        && !(new.addr.wildcard && t.addr.wildcard && t.reuseport)
                 }
             };
             if seen {
-                why.say(owner);
+                why.say(bsd.owner);
                 bind = Err("EADDRINUSE");
                 break;
             }
@@ -209,9 +230,9 @@ pub fn predict_bsd(
             &REUSE_LOOKS_EXACT
         });
         let found = if wide {
-            meet(&new, t, true)
+            meet(bsd, &new, t, true, &mut why)
         } else {
-            !t.connected && meet(&new, t, false)
+            !t.connected && meet(bsd, &new, t, false, &mut why)
         };
         if !found {
             why.say(&NO_OVERLAP);
@@ -237,14 +258,23 @@ pub fn predict_bsd(
     why.answer(Answer::Ran { bind, listen })
 }
 
+pub static WILDCARD_FAMILIES: Rule = Rule {
+    name: "ipv4-wildcards-of-two-kinds",
+    says: "two IPv4 wildcards stay apart when a dual-stack :: binds over 0.0.0.0 (not the other way round), and when both are IPv6 sockets (::ffff:0.0.0.0 and ::)",
+    source: "in6_pcbbind: INP_SOCKAF(so) == INP_SOCKAF(t->inp_socket); in_pcbbind_setup: (inp_vflag & INP_IPV6PROTO) on both",
+};
+
 /// The FreeBSD model's answer for `case`.
 pub fn predict(case: &Case) -> Prediction {
     predict_bsd(
-        Flavor::FreeBsd,
+        &Bsd {
+            flavor: Flavor::FreeBsd,
+            supported: &[SockOpt::ReuseAddr, SockOpt::ReusePort, SockOpt::ReusePortLb],
+            no_option: &NO_EXCLUSIVE,
+            owner: &OTHER_OWNER,
+            families: &WILDCARD_FAMILIES,
+        },
         case,
-        &[SockOpt::ReuseAddr, SockOpt::ReusePort, SockOpt::ReusePortLb],
-        &NO_EXCLUSIVE,
-        &OTHER_OWNER,
     )
 }
 
@@ -260,6 +290,68 @@ const MULTIBIND: &str = "tests/sys/netinet/socket_afinet.c, multibind_test";
 const CONNECTED: &str = "tests/sys/netinet/socket_afinet.c, bind_connected_port_test";
 
 /// FreeBSD's own tests, as cases of the matrix.
+const GO: &str = "Go src/net/listen_test.go, dualStackTCPListenerTests / dualStackUDPListenerTests (Go sets SO_REUSEADDR on TCP listeners; \"tcp\" wildcards listen on a dual-stack ::, \"tcp6\" on a V6ONLY one)";
+
+/// Go's dual-stack listener tables, which hold for darwin, freebsd and
+/// linux alike.
+pub const GO_FACTS: &[Fact] = &[
+    Fact {
+        case: "tcp listening ::/dual+reuseaddr ::/dual+reuseaddr",
+        cell: "EADDRINUSE",
+        source: GO,
+    },
+    Fact {
+        case: "tcp listening 0.0.0.0+reuseaddr ::/v6only+reuseaddr",
+        cell: "ok/ok",
+        source: GO,
+    },
+    Fact {
+        case: "tcp listening ::/v6only+reuseaddr 0.0.0.0+reuseaddr",
+        cell: "ok/ok",
+        source: GO,
+    },
+    Fact {
+        case: "tcp listening 127.0.0.1+reuseaddr ::1/dual+reuseaddr",
+        cell: "ok/ok",
+        source: GO,
+    },
+    Fact {
+        case: "tcp listening ::1/dual+reuseaddr 127.0.0.1+reuseaddr",
+        cell: "ok/ok",
+        source: GO,
+    },
+    Fact {
+        case: "tcp listening 127.0.0.1+reuseaddr ::1/v6only+reuseaddr",
+        cell: "ok/ok",
+        source: GO,
+    },
+    Fact {
+        case: "udp bound ::/dual ::/dual",
+        cell: "EADDRINUSE",
+        source: GO,
+    },
+    Fact {
+        case: "udp bound 0.0.0.0 ::/v6only",
+        cell: "ok",
+        source: GO,
+    },
+    Fact {
+        case: "udp bound ::/v6only 0.0.0.0",
+        cell: "ok",
+        source: GO,
+    },
+    Fact {
+        case: "udp bound 127.0.0.1 ::1/dual",
+        cell: "ok",
+        source: GO,
+    },
+    Fact {
+        case: "udp bound ::1/dual 127.0.0.1",
+        cell: "ok",
+        source: GO,
+    },
+];
+
 pub const FACTS: &[Fact] = &[
     Fact {
         case: "tcp bound 127.0.0.1 127.0.0.1",
