@@ -6,31 +6,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use addrinuse::model::{self, Platform};
 use addrinuse::probe;
-use addrinuse::report::compare::{self, Answers};
+use addrinuse::report::compare;
 
-type Tables = BTreeMap<String, Answers>;
-
-fn recorded() -> BTreeMap<String, Tables> {
+fn recorded() -> compare::RecordedTables {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots");
     compare::load(&dir).unwrap_or_else(|e| panic!("cannot read the records: {e}"))
-}
-
-/// A kernel-line folder holds only the tables where its line differs from
-/// the reference: the reference's tables fill in the rest.
-fn with_reference(all: &BTreeMap<String, Tables>, folder: &str) -> Tables {
-    let mut tables = Tables::new();
-    if folder.starts_with("linux-") {
-        if let Some(reference) = all.get("linux") {
-            tables.extend(reference.clone());
-        }
-    }
-    tables.extend(all[folder].clone());
-    tables
 }
 
 /// Every recorded folder the model knows agrees with the model in every
@@ -48,7 +32,7 @@ fn every_recorded_cell_agrees_with_its_platform_model() {
             continue;
         };
         checked += 1;
-        let tables = with_reference(&all, folder);
+        let tables = model::records_of(&all, platform).expect("a recorded folder");
         let agreement = model::agreement(platform, &tables);
         eprintln!("{platform}: {}", agreement.summary(platform));
         let never = agreement.never_fired(platform);

@@ -33,9 +33,8 @@ pub fn exec(words: &[String], out: &mut dyn Write) -> Done {
     for &p in Platform::ALL {
         let prediction = p.predict(&case);
         let predicted = prediction.answer.cell();
-        let status = match recorded
-            .get(p.folder())
-            .and_then(|tables| model::recorded_cell(tables, &case))
+        let status = match model::records_of(&recorded, p)
+            .and_then(|tables| model::recorded_cell(&tables, &case))
         {
             Some(cell) => {
                 let cell = model::answer_part(&cell).to_string();

@@ -88,6 +88,7 @@ this OS), a trailing ? when the first socket's state could not be verified.
 Probe grammar: {grammar}
   addrinuse probe tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0+reuseaddr
   addrinuse probe udp bound ::/dual 127.0.0.1+reuseport other-user
+  addrinuse explain tcp time-wait 0.0.0.0 0.0.0.0+reuseaddr   (why, per platform)
 IPv6 addresses need /v6only or /dual; options: {options};
 holders: {holders} (the first is the default; other-user needs root).
 Exit codes: 0 done, 1 the output could not be written, 2 bad input.",
@@ -123,9 +124,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Run one case here (probe grammar) and show why each platform
-    /// answers as it does: every platform model's prediction, the rules
-    /// that decided it, and whether a record agrees.
+    /// Run one case here and show why each platform answers as it does (models, records).
     Explain {
         /// PROTO STATE FIRST SECOND [HOLDER] (as separate words or one quoted string).
         #[arg(required = true, num_args = 1.., value_name = "PROTO STATE FIRST SECOND [HOLDER]")]

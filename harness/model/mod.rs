@@ -329,6 +329,28 @@ pub fn recorded_cell(
     }
 }
 
+/// A platform's recorded tables: its folder, and for a kernel-line folder
+/// (`linux-6.1`, which holds only the tables where its line differs) the
+/// reference's tables for the rest. `None` when the platform has no folder.
+pub fn records_of(
+    all: &crate::report::compare::RecordedTables,
+    platform: Platform,
+) -> Option<std::collections::BTreeMap<String, crate::report::compare::Answers>> {
+    let own = all.get(platform.folder())?;
+    let mut tables = match platform {
+        Platform::Linux(LinuxLine::Reference)
+        | Platform::FreeBsd
+        | Platform::MacOs
+        | Platform::Windows => Default::default(),
+        Platform::Linux(_) => all
+            .get(Platform::Linux(LinuxLine::Reference).folder())
+            .cloned()
+            .unwrap_or_default(),
+    };
+    tables.extend(own.clone());
+    Some(tables)
+}
+
 /// Compare `platform`'s model with every cell of its records.
 pub fn agreement(
     platform: Platform,
