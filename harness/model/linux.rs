@@ -514,4 +514,39 @@ mod tests {
             assert_eq!(cell(LinuxLine::V6_1, text), old, "{text}");
         }
     }
+
+    /// The kernel lab ran Debian's 6.1.176 on the whole matrix (README,
+    /// "the kernel lab"): 120 cases answered differently from 6.18, 30 of
+    /// them `first-listen:EADDRINUSE`, every one with the first socket on
+    /// ::ffff:0.0.0.0 and the second on ::ffff:127.0.0.1.
+    #[test]
+    fn the_6_1_line_differs_in_the_120_cases_the_lab_found() {
+        let differ: Vec<Case> = crate::scenario::matrix()
+            .into_iter()
+            .filter(|c| {
+                predict(LinuxLine::Reference, c).answer != predict(LinuxLine::V6_1, c).answer
+            })
+            .collect();
+        let first_listen = differ
+            .iter()
+            .filter(|c| {
+                matches!(
+                    predict(LinuxLine::V6_1, c).answer,
+                    Answer::FirstRefused { .. }
+                )
+            })
+            .count();
+        assert_eq!((differ.len(), first_listen), (120, 30));
+        for c in &differ {
+            assert_eq!(
+                (
+                    c.first.endpoint.to_string().as_str(),
+                    c.second.endpoint.to_string().as_str()
+                ),
+                ("::ffff:0.0.0.0", "::ffff:127.0.0.1"),
+                "{}",
+                probe::format(c)
+            );
+        }
+    }
 }
