@@ -262,8 +262,8 @@ fn rcv_saddr_equal(sk: &Sock, sk2: &Sock) -> bool {
     if t1 == AddrType::Mapped && t2 == AddrType::Mapped {
         return ipv4_rcv_saddr_equal(sk.addr4, sk2.addr4, sk2.v6only);
     }
-    (t1 == AddrType::Any && t2 == AddrType::Any)
-        || (t2 == AddrType::Any && !(sk2.v6only && t1 == AddrType::Mapped))
+    // The kernel's first test, both `::`, is covered by the next line.
+    (t2 == AddrType::Any && !(sk2.v6only && t1 == AddrType::Mapped))
         || (t1 == AddrType::Any && !(sk.v6only && t2 == AddrType::Mapped))
         || (sk2.inet6 && sk.addr6 == sk2.addr6)
 }
@@ -302,9 +302,7 @@ fn meets(line: LinuxLine, proto: Proto, sk: &Sock, sk2: &Sock) -> (bool, &'stati
     if rcv_saddr_equal(sk, sk2) {
         let rule = if !sk.inet6 && sk2.inet6 && sk2.narrowed && !sk2.ipv4ish() {
             &PLACEHOLDER_MEETS_ANY4
-        } else if sk.addr6 == sk2.addr6 && sk.inet6 == sk2.inet6
-            || !sk.is_wildcard() && !sk2.is_wildcard()
-        {
+        } else if sk.addr6 == sk2.addr6 || (!sk.is_wildcard() && !sk2.is_wildcard()) {
             &SAME_ADDRESS
         } else {
             &WILDCARD_COVERS
