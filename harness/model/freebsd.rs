@@ -101,11 +101,11 @@ impl Pcb {
         }
     }
 
-    fn connected(mut self, endpoint: &crate::scenario::Endpoint) -> Pcb {
+    fn connected(mut self, case: &Case) -> Pcb {
         self.connected = true;
         if self.addr.wildcard {
             self.addr.wildcard = false;
-            self.addr.key = endpoint.peer_ip();
+            self.addr.key = super::connection_local_ip(case);
         }
         self
     }
@@ -167,7 +167,7 @@ fn first_pcbs(case: &Case, why: &mut Why) -> Vec<Pcb> {
         if ep.is_wildcard() {
             why.say(&CONNECTION_NARROWS);
         }
-        first.connected(ep)
+        first.connected(case)
     };
     match case.state {
         State::Bound | State::BoundThenListen | State::Listening => vec![first],

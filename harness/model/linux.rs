@@ -167,11 +167,11 @@ impl Sock {
 
     /// The same socket after a connection on it: a wildcard becomes the
     /// local address the peer reached.
-    fn connected(mut self, endpoint: &Endpoint, kind: Kind) -> Sock {
+    fn connected(mut self, case: &Case, kind: Kind) -> Sock {
         self.kind = kind;
-        if endpoint.is_wildcard() {
+        if case.first.endpoint.is_wildcard() {
             self.narrowed = true;
-            match endpoint.peer_ip() {
+            match super::connection_local_ip(case) {
                 IpAddr::V4(v4) => {
                     self.addr4 = v4;
                     self.addr6 = v4.to_ipv6_mapped();
@@ -390,7 +390,7 @@ fn first_sockets(case: &Case, why: &mut Why) -> Vec<Sock> {
         }],
         State::ListeningWithBacklog => {
             narrowing(why);
-            let child = first.connected(ep, Kind::Connection);
+            let child = first.connected(case, Kind::Connection);
             vec![
                 Sock {
                     kind: Kind::Listen,
@@ -402,18 +402,18 @@ fn first_sockets(case: &Case, why: &mut Why) -> Vec<Sock> {
         State::Established | State::CloseWait => {
             why.say(&ACCEPTED_INHERITS);
             narrowing(why);
-            vec![first.connected(ep, Kind::Connection)]
+            vec![first.connected(case, Kind::Connection)]
         }
         State::FinWait2 | State::TimeWait => {
             why.say(&ACCEPTED_INHERITS);
             why.say(&TIMEWAIT_KEEPS);
             narrowing(why);
-            vec![first.connected(ep, Kind::TimeWait)]
+            vec![first.connected(case, Kind::TimeWait)]
         }
         State::TimeWaitClient => {
             why.say(&TIMEWAIT_KEEPS);
             narrowing(why);
-            vec![first.connected(ep, Kind::TimeWait)]
+            vec![first.connected(case, Kind::TimeWait)]
         }
         State::Closed => {
             why.say(&CLOSED_FREES);
@@ -421,7 +421,7 @@ fn first_sockets(case: &Case, why: &mut Why) -> Vec<Sock> {
         }
         State::Connected => {
             narrowing(why);
-            vec![first.connected(ep, Kind::Connection)]
+            vec![first.connected(case, Kind::Connection)]
         }
     }
 }

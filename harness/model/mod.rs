@@ -196,6 +196,14 @@ pub fn lacking(case: &Case, supported: &[SockOpt]) -> Option<SockOpt> {
         .find(|o| !supported.contains(o))
 }
 
+/// The local address a connection on the first socket sits on when the
+/// socket was bound to a wildcard: the address its peer reached. The one
+/// place the models learn which peer a case connects (when cases gain a
+/// peer family, it enters here).
+pub fn connection_local_ip(case: &Case) -> std::net::IpAddr {
+    case.first.endpoint.peer_ip()
+}
+
 /// Whether both sockets have `opt`.
 pub fn both(case: &Case, opt: SockOpt) -> bool {
     case.first.options.has(opt) && case.second.options.has(opt)
