@@ -2,8 +2,8 @@
 //! of `freebsd.rs` with XNU's own cross-user rule and no SO_REUSEPORT_LB.
 //! Not recorded yet: checked against facts of XNU's source (`FACTS`).
 
-use super::freebsd::{self, Bsd, Fact, Flavor};
-use super::{Prediction, Rule};
+use super::freebsd::{self, Bsd, Flavor};
+use super::{Fact, Prediction, Rule};
 use crate::scenario::{Case, SockOpt};
 
 pub static NO_SUCH_OPTION: Rule = Rule {

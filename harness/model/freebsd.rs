@@ -3,7 +3,7 @@
 //! sys/netinet6/in6_pcb.c). Not recorded yet: checked against the facts
 //! of FreeBSD's own tests/sys/netinet/socket_afinet.c (`FACTS`).
 
-use super::{both, lacking, Addr, Answer, Prediction, Rule, Why};
+use super::{both, lacking, Addr, Answer, Fact, Prediction, Rule, Why};
 use crate::scenario::{Case, Holder, Proto, SockOpt, State};
 
 pub static NO_EXCLUSIVE: Rule = Rule {
@@ -276,14 +276,6 @@ pub fn predict(case: &Case) -> Prediction {
         },
         case,
     )
-}
-
-/// A fact a platform's own tests or documentation establish: a case in
-/// probe grammar, the cell it must give, and where that is written.
-pub struct Fact {
-    pub case: &'static str,
-    pub cell: &'static str,
-    pub source: &'static str,
 }
 
 const MULTIBIND: &str = "tests/sys/netinet/socket_afinet.c, multibind_test";

@@ -278,6 +278,14 @@ mod tests {
     }
 }
 
+/// A fact a platform's own tests or documentation establish: a case in
+/// probe grammar, the cell it must give, and where that is written.
+pub struct Fact {
+    pub case: &'static str,
+    pub cell: &'static str,
+    pub source: &'static str,
+}
+
 /// How a model fares against one platform's records.
 #[derive(Debug, Default)]
 pub struct Agreement {

@@ -3,8 +3,7 @@
 //! (wildcard or specific). Not recorded yet: checked against the facts of
 //! Microsoft's documentation (`FACTS`).
 
-use super::freebsd::Fact;
-use super::{lacking, Addr, Answer, Prediction, Rule, Step, Why};
+use super::{lacking, Addr, Answer, Fact, Prediction, Rule, Step, Why};
 use crate::scenario::{Case, Holder, Proto, SockOpt, SocketSpec, State};
 
 const WINE: &str = "Wine dlls/ws2_32/tests/sock.c, test_reuseaddr (its expectations are Windows' answers; todo_wine marks Wine's own gaps)";
