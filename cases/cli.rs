@@ -553,7 +553,7 @@ fn main() {
 /// With `harness = false`, a `#[test]` function would compile to nothing
 /// and never run: every test is listed in `main` instead.
 fn no_test_is_silently_dropped() {
-    for file in ["cases/cli.rs", "cases/properties.rs"] {
+    for file in ["cases/cli.rs", "cases/properties.rs", "cases/model.rs"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         let text = std::fs::read_to_string(&path).unwrap();
         let dropped = text.lines().any(|line| line.trim() == "#[test]");

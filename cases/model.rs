@@ -8,9 +8,14 @@ mod common;
 
 use std::path::Path;
 
-use addrinuse::model::{self, Platform};
+use addrinuse::model::{self, LinuxLine, Platform};
 use addrinuse::probe;
 use addrinuse::report::compare;
+use addrinuse::run;
+use addrinuse::scenario::{matrix, Case};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use proptest::prelude::*;
+use proptest::sample::select;
 
 fn recorded() -> compare::RecordedTables {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots");
@@ -19,7 +24,6 @@ fn recorded() -> compare::RecordedTables {
 
 /// Every recorded folder the model knows agrees with the model in every
 /// cell; a disagreement is listed in probe grammar.
-#[test]
 fn every_recorded_cell_agrees_with_its_platform_model() {
     let all = recorded();
     let mut failures = Vec::new();
@@ -61,7 +65,6 @@ fn every_recorded_cell_agrees_with_its_platform_model() {
 
 /// The platforms with no record yet pass the facts their own tests and
 /// documentation establish (and Linux passes Go's, which name it too).
-#[test]
 fn every_model_passes_its_source_facts() {
     let go = model::freebsd::GO_FACTS;
     let tables = [
@@ -91,47 +94,87 @@ fn every_model_passes_its_source_facts() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-mod real {
-    use super::*;
-    use addrinuse::model::LinuxLine;
-    use addrinuse::run;
-    use addrinuse::scenario::matrix;
-    use proptest::prelude::*;
-
-    proptest! {
-        // Each case really runs (a holder process, a port): keep it cheap.
-        #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
-
-        /// Random cases of the whole matrix, run on this machine, agree
-        /// with this platform's model.
-        #[test]
-        fn random_cases_run_here_agree_with_the_model(index in 0..matrix().len()) {
-            common::init();
-            let Some(here) = Platform::from_folder(addrinuse::platform::OS) else {
-                return Ok(());
-            };
-            let here = match here {
-                Platform::Linux(_) => {
-                    let kernel = addrinuse::platform::facts()
-                        .into_iter()
-                        .find(|(k, _)| *k == "kernel")
-                        .map(|(_, v)| v)
-                        .unwrap_or_default();
-                    Platform::Linux(LinuxLine::of_release(&kernel))
-                }
-                other => other,
-            };
-            // Only Linux's model is checked against kernels today; the
-            // others wait for their records (see the source facts).
-            if !matches!(here, Platform::Linux(_)) {
-                return Ok(());
-            }
-            let case = matrix()[index];
-            let record = run::run_case(&case);
-            let real = record.outcome.cell();
-            let real = model::answer_part(&real);
-            prop_assume!(real != "skipped", "this machine cannot run {}", probe::format(&case));
-            prop_assert_eq!(real, here.predict(&case).answer.cell(), "{}", probe::format(&case));
+/// This machine's platform model, the kernel line chosen by its release.
+fn here() -> Option<Platform> {
+    let platform = Platform::from_folder(addrinuse::platform::OS)?;
+    Some(match platform {
+        Platform::Linux(_) => {
+            let kernel = (addrinuse::platform::facts().into_iter())
+                .find(|(name, _)| *name == "kernel")
+                .map(|(_, release)| release)
+                .unwrap_or_default();
+            Platform::Linux(LinuxLine::of_release(&kernel))
         }
+        other => other,
+    })
+}
+
+/// Random cases of the whole matrix, run on this machine, agree with this
+/// platform's model, where that model is held to a record (elsewhere it is
+/// a prediction: ignored, with the reason).
+fn random_cases_run_here_agree_with_the_model() -> Result<Completion, Failed> {
+    let Some(here) = here() else {
+        return Ok(Completion::ignored_with(format!(
+            "no model for {}",
+            addrinuse::platform::OS
+        )));
+    };
+    let records = recorded();
+    if model::records_of(&records, here).is_none() {
+        return Ok(Completion::ignored_with(format!(
+            "snapshots/{}/ is not recorded: the {here} model is a prediction",
+            here.folder()
+        )));
     }
+    let drawable: Vec<Case> = (matrix().into_iter())
+        .filter(|c| !run::precheck(c).is_some_and(|s| s.is_unsupported()))
+        .collect();
+    if let Some(skip) = common::skip_for(common::lacks(&drawable)) {
+        return skip;
+    }
+    let config = ProptestConfig {
+        // Each case really runs (a holder process, a port): keep it cheap.
+        cases: 32,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest::test_runner::TestRunner::new(config)
+        .run(&select(drawable), |case| {
+            let real = run::run_case(&case).outcome.cell();
+            let predicted = here.predict(&case).answer.cell();
+            prop_assert_eq!(
+                model::answer_part(&real),
+                predicted,
+                "{}",
+                probe::format(&case)
+            );
+            Ok(())
+        })
+        .map_err(|e| Failed::from(e.to_string()))?;
+    Ok(Completion::Completed)
+}
+
+/// Plain functions listed here, not `#[test]`s: this binary has its own
+/// harness (libtest-mimic), so that what a machine cannot run is counted as
+/// ignored, with its reason, in the summary.
+fn main() {
+    // Before any thread: the real cases run in a network of their own (root).
+    run::isolate();
+    common::init();
+    let args = Arguments::from_args();
+    let trials = vec![
+        Trial::test("every_recorded_cell_agrees_with_its_platform_model", || {
+            every_recorded_cell_agrees_with_its_platform_model();
+            Ok(())
+        }),
+        Trial::test("every_model_passes_its_source_facts", || {
+            every_model_passes_its_source_facts();
+            Ok(())
+        }),
+        Trial::ignorable_test(
+            "random_cases_run_here_agree_with_the_model",
+            random_cases_run_here_agree_with_the_model,
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit();
 }
