@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use addrinuse::model::{self, LinuxLine, Platform};
+use addrinuse::model::{self, Platform};
 use addrinuse::probe;
 use addrinuse::report::compare;
 use addrinuse::run;
@@ -96,17 +96,11 @@ fn every_model_passes_its_source_facts() {
 
 /// This machine's platform model, the kernel line chosen by its release.
 fn here() -> Option<Platform> {
-    let platform = Platform::from_folder(addrinuse::platform::OS)?;
-    Some(match platform {
-        Platform::Linux(_) => {
-            let kernel = (addrinuse::platform::facts().into_iter())
-                .find(|(name, _)| *name == "kernel")
-                .map(|(_, release)| release)
-                .unwrap_or_default();
-            Platform::Linux(LinuxLine::of_release(&kernel))
-        }
-        other => other,
-    })
+    let kernel = (addrinuse::platform::facts().into_iter())
+        .find(|(name, _)| *name == "kernel")
+        .map(|(_, release)| release)
+        .unwrap_or_default();
+    Platform::of_machine(addrinuse::platform::OS, &kernel)
 }
 
 /// Random cases of the whole matrix, run on this machine, agree with this

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 
-use addrinuse::model::{self, LinuxLine, Platform, Rule};
+use addrinuse::model::{self, Platform, Rule};
 use addrinuse::report::compare;
 use addrinuse::{platform, probe, run};
 
@@ -19,7 +19,7 @@ pub fn exec(words: &[String], out: &mut dyn Write) -> Done {
     let record = run::run_case(&case);
     let facts: BTreeMap<&str, String> = platform::facts().into_iter().collect();
     let kernel = facts.get("kernel").cloned().unwrap_or_default();
-    let here = here(&kernel);
+    let here = Platform::of_machine(platform::OS, &kernel);
     writeln!(out, "{}", probe::format(&case))?;
     let mut answer = record.outcome.cell();
     if let Some(reason) = record.outcome.reason() {
@@ -62,12 +62,4 @@ pub fn exec(words: &[String], out: &mut dyn Write) -> Done {
         writeln!(out, "  {}: {} [{}]", rule.name, rule.says, rule.source)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The model of the platform this binary runs on, if it has one.
-fn here(kernel: &str) -> Option<Platform> {
-    match Platform::from_folder(platform::OS)? {
-        Platform::Linux(_) => Some(Platform::Linux(LinuxLine::of_release(kernel))),
-        other => Some(other),
-    }
 }

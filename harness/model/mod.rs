@@ -153,6 +153,15 @@ impl Platform {
         Platform::ALL.iter().copied().find(|p| p.folder() == name)
     }
 
+    /// The model of a machine running `os` (`std::env::consts::OS`) with
+    /// kernel `release` (the header's `kernel` fact), if there is one.
+    pub fn of_machine(os: &str, release: &str) -> Option<Platform> {
+        match Platform::from_folder(os)? {
+            Platform::Linux(_) => Some(Platform::Linux(LinuxLine::of_release(release))),
+            other => Some(other),
+        }
+    }
+
     /// Every rule of the platform's model.
     pub fn rules(self) -> Vec<&'static Rule> {
         match self {
@@ -246,6 +255,28 @@ mod tests {
         assert_eq!(answer_part("ok/ok→1+2"), "ok/ok");
         assert_eq!(answer_part("setup-failed[2]"), "setup-failed");
         assert_eq!(answer_part("EADDRINUSE"), "EADDRINUSE");
+    }
+
+    #[test]
+    fn a_machine_gets_the_model_of_its_kernel_line() {
+        let linux = |r| Platform::of_machine("linux", r);
+        assert_eq!(
+            linux("Linux 6.1.0-50-amd64"),
+            Some(Platform::Linux(LinuxLine::V6_1))
+        );
+        assert_eq!(
+            linux("Linux 6.12.95+deb12-amd64"),
+            Some(Platform::Linux(LinuxLine::Reference))
+        );
+        assert_eq!(
+            linux("Linux 6.18.44-fc-v669"),
+            Some(Platform::Linux(LinuxLine::Reference))
+        );
+        assert_eq!(
+            Platform::of_machine("macos", "Darwin 24.0.0"),
+            Some(Platform::MacOs)
+        );
+        assert_eq!(Platform::of_machine("openbsd", "OpenBSD 7.6"), None);
     }
 
     #[test]
