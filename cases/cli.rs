@@ -73,6 +73,12 @@ const REJECTS: &[(&str, &str)] = &[
         "unknown state 'timewait'",
     ),
     ("probe tcp bound 10.0.0.1 127.0.0.1", "not allowed"),
+    ("explain", "PROTO"),
+    (
+        "explain udp listening 127.0.0.1 127.0.0.1",
+        "does not exist for udp",
+    ),
+    ("explain tcp bound 10.0.0.1 127.0.0.1", "not allowed"),
     ("compare --snapshots /nonexistent/snapshots", "cannot read"),
     ("restart --wait 601", "601"),
     ("restart --variant nice", "nice"),
@@ -222,6 +228,37 @@ fn probe_agrees_with_the_matrix() {
         "{}",
         stdout(&text)
     );
+}
+
+/// `explain` runs the case here, and shows every platform model's answer
+/// and rules, saying which platforms are recorded and which predicted.
+fn explain_shows_the_answer_here_and_every_platform() {
+    let out = addrinuse(&["explain", "tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0\n  this machine ("),
+        "{text}"
+    );
+    // snapshots/linux/ is committed: its cell is shown next to the model's.
+    assert!(
+        text.contains("  linux      recorded EADDRINUSE, model EADDRINUSE (agrees)"),
+        "{text}"
+    );
+    for platform in ["freebsd", "macos", "windows"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("  {platform:<10} predicted "))
+                    && l.ends_with("(no record)")
+                    || l.contains(" <- here") && l.starts_with(&format!("  {platform}"))),
+            "{platform}: {text}"
+        );
+    }
+    assert!(
+        text.contains("because: accepted-inherits, time-wait-keeps-options"),
+        "{text}"
+    );
+    assert!(text.contains("\nrules:\n  accepted-inherits: "), "{text}");
 }
 
 fn table_output_starts_with_every_fact_then_the_restart_question() {
@@ -496,6 +533,7 @@ fn main() {
         jsonl_has_one_object_per_case_with_the_documented_fields,
         tcp_jsonl_reports_listen_only_after_a_successful_bind,
         probe_agrees_with_the_matrix,
+        explain_shows_the_answer_here_and_every_platform,
         table_output_starts_with_every_fact_then_the_restart_question,
         compare_shows_exactly_the_cells_that_differ,
         compare_with_one_platform_names_those_not_recorded,
@@ -516,7 +554,7 @@ fn main() {
 /// With `harness = false`, a `#[test]` function would compile to nothing
 /// and never run: every test is listed in `main` instead.
 fn no_test_is_silently_dropped() {
-    for file in ["cases/cli.rs", "cases/properties.rs"] {
+    for file in ["cases/cli.rs", "cases/properties.rs", "cases/model.rs"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         let text = std::fs::read_to_string(&path).unwrap();
         let dropped = text.lines().any(|line| line.trim() == "#[test]");

@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod host;
+pub mod model;
 pub mod outcome;
 pub mod platform;
 pub mod probe;

@@ -9,15 +9,20 @@ use addrinuse::report::{json, Format};
 
 use super::{Done, Failure};
 
-pub fn exec(dir: Option<PathBuf>, format: Format, out: &mut dyn Write) -> Done {
-    let dir = dir.unwrap_or_else(|| {
+/// `dir`, else ./snapshots, else the folder this binary was built from.
+pub fn snapshots_dir(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| {
         let here = PathBuf::from("snapshots");
         if here.is_dir() {
             here
         } else {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots")
         }
-    });
+    })
+}
+
+pub fn exec(dir: Option<PathBuf>, format: Format, out: &mut dyn Write) -> Done {
+    let dir = snapshots_dir(dir);
     let recorded = compare::load(&dir).map_err(|msg| Failure::Usage(format!("compare: {msg}")))?;
     match format {
         Format::Jsonl => {

@@ -4,6 +4,7 @@
 
 mod bench;
 mod compare;
+mod explain;
 mod internal;
 mod matrix;
 mod probe;
@@ -87,6 +88,7 @@ this OS), a trailing ? when the first socket's state could not be verified.
 Probe grammar: {grammar}
   addrinuse probe tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0+reuseaddr
   addrinuse probe udp bound ::/dual 127.0.0.1+reuseport other-user
+  addrinuse explain tcp time-wait 0.0.0.0 0.0.0.0+reuseaddr   (why, per platform)
 IPv6 addresses need /v6only or /dual; options: {options};
 holders: {holders} (the first is the default; other-user needs root).
 Exit codes: 0 done, 1 the output could not be written, 2 bad input.",
@@ -121,6 +123,12 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+    /// Run one case here and show why each platform answers as it does (models, records).
+    Explain {
+        /// PROTO STATE FIRST SECOND [HOLDER] (as separate words or one quoted string).
+        #[arg(required = true, num_args = 1.., value_name = "PROTO STATE FIRST SECOND [HOLDER]")]
+        case: Vec<String>,
     },
     /// Read every snapshots/<os>/ folder and show only the cells where the
     /// recorded platforms disagree, side by side.
@@ -209,6 +217,7 @@ pub fn exec(cli: Cli, out: &mut dyn Write) -> Done {
     match cli.command {
         None => matrix::exec(cli.run, out),
         Some(Command::Probe { case, format }) => probe::exec(&case, format, out),
+        Some(Command::Explain { case }) => explain::exec(&case, out),
         Some(Command::Compare { snapshots, format }) => compare::exec(snapshots, format, out),
         Some(Command::Restart(args)) => restart::exec(args, out),
         Some(Command::Serve(args)) => internal::serve(args),
