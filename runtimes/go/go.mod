@@ -1,0 +1,3 @@
+module addrinuse/runtimes/go
+
+go 1.19
