@@ -59,7 +59,8 @@ pub fn program() -> Result<PathBuf, String> {
 /// is bounded; the child is killed and reaped on drop, never left behind.
 pub struct ChildProcess {
     child: Child,
-    stdin: ChildStdin,
+    /// `None` once closed (`close_stdin`).
+    stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     /// `the holder process`: how errors name it.
     what: &'static str,
@@ -98,7 +99,7 @@ impl ChildProcess {
         });
         Ok(ChildProcess {
             child,
-            stdin,
+            stdin: Some(stdin),
             lines,
             what,
         })
@@ -115,10 +116,23 @@ impl ChildProcess {
     }
 
     pub fn send(&mut self, text: &str) -> Result<(), String> {
-        self.stdin
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(format!("writing to {}: its stdin is closed", self.what));
+        };
+        stdin
             .write_all(text.as_bytes())
-            .and_then(|()| self.stdin.flush())
+            .and_then(|()| stdin.flush())
             .map_err(|e| format!("writing to {}: {e}", self.what))
+    }
+
+    /// Close the child's stdin: the end of its input.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kill the child hard (SIGKILL; TerminateProcess on Windows) and reap

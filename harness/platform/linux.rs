@@ -564,3 +564,56 @@ pub const DUAL_STACK_PROBE_MISSES_V4: bool = false;
 pub fn excluded_ports() -> Vec<(u16, u16)> {
     Vec::new()
 }
+
+/// The TCP sockets that process `pid` listens with on `port`, their
+/// options read from outside: each of its socket descriptors is copied
+/// with pidfd_getfd (Linux 5.6; root, or ptrace rights over the process)
+/// and asked with getsockopt. The copies are closed before this returns,
+/// so a listener dies with its process as usual.
+pub fn listeners_of(pid: u32, port: u16) -> io::Result<Option<Vec<super::ListenerOptions>>> {
+    // SAFETY: plain syscall; the result is a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let entry = entry?;
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        let Some(target_fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: plain syscall; the copy comes with FD_CLOEXEC set.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        let Some(addr) = socket.local_addr().ok().and_then(|a| a.as_socket()) else {
+            continue;
+        };
+        let tcp = socket.r#type().is_ok_and(|t| t == socket2::Type::STREAM);
+        if !tcp || addr.port() != port || !is_listening(&socket)? {
+            continue;
+        }
+        found.push(super::ListenerOptions {
+            addr,
+            reuseaddr: socket.reuse_address().ok(),
+            reuseport: socket.reuse_port().ok(),
+            v6only: addr.is_ipv6().then(|| socket.only_v6().ok()).flatten(),
+            exclusive: None,
+        });
+    }
+    Ok(Some(found))
+}

@@ -39,8 +39,8 @@ mod os;
 
 pub use os::{
     abstract_unix_addr, become_user, census, ephemeral_ports, error_name, excluded_ports, facts,
-    flush_ack, is_listening, observe_tcp, prepare_free_probe, private_network, set_option,
-    DUAL_STACK_PROBE_MISSES_V4, NO_SWITCH_USER, POLL, STATE_CHECK, TIME_WAIT,
+    flush_ack, is_listening, listeners_of, observe_tcp, prepare_free_probe, private_network,
+    set_option, DUAL_STACK_PROBE_MISSES_V4, NO_SWITCH_USER, POLL, STATE_CHECK, TIME_WAIT,
 };
 
 /// The platform's name for tables and snapshot folders: the same value as
@@ -161,6 +161,18 @@ pub struct Census {
     pub lists_bound_only: bool,
 }
 
+/// A listening socket and its options, as getsockopt reads them (`None`:
+/// could not be read; an option that does not apply, such as V6ONLY on an
+/// IPv4 socket or SO_EXCLUSIVEADDRUSE off Windows, is `None` too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerOptions {
+    pub addr: SocketAddr,
+    pub reuseaddr: Option<bool>,
+    pub reuseport: Option<bool>,
+    pub v6only: Option<bool>,
+    pub exclusive: Option<bool>,
+}
+
 /// A free-standing helper the OS modules share: a raw `setsockopt` result to
 /// `OptionError`.
 pub(crate) fn refused(result: io::Result<()>) -> Result<(), OptionError> {
@@ -191,3 +203,4 @@ const _: fn(&str) -> io::Result<()> = become_user;
 const _: fn(&str) -> Option<socket2::SockAddr> = abstract_unix_addr;
 const _: fn(&Socket) -> io::Result<()> = flush_ack;
 const _: fn(&Socket) -> io::Result<bool> = is_listening;
+const _: fn(u32, u16) -> io::Result<Option<Vec<ListenerOptions>>> = listeners_of;
