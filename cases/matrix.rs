@@ -15,7 +15,7 @@ use addrinuse::platform::OS;
 use addrinuse::report::{matrix, Recorded};
 use addrinuse::run;
 use addrinuse::scenario::{self, Selection};
-use addrinuse::stories::{restart, unix_sockets};
+use addrinuse::stories::{restart, runtimes, unix_sockets};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 fn snapshot_dir() -> PathBuf {
@@ -63,6 +63,28 @@ fn check(recorded: Recorded) -> Result<Completion, Failed> {
         }
         Recorded::Restart => restart::table(&restart::all_stories()),
         Recorded::UnixSockets => unix_sockets::table(&unix_sockets::run_all()),
+        Recorded::Runtimes => {
+            let stories = runtimes::run_all(&mut |_| {});
+            // A runtime left out on purpose (ADDRINUSE_SKIP_RUNTIMES) is a
+            // `skipped` row of the record; a missing one is a capability.
+            let missing = runtimes::missing(&stories);
+            if !missing.is_empty() {
+                let why = missing.join("; ");
+                if common::in_ci() {
+                    return Err(format!("this CI machine lacks a runtime: {why}").into());
+                }
+                return Ok(Completion::ignored_with(why));
+            }
+            // The runtimes table and the matrix never contradict each other.
+            let (compared, contradictions) = runtimes::contradictions(&stories);
+            if !contradictions.is_empty() {
+                return Err(contradictions.join("\n").into());
+            }
+            if compared == 0 {
+                return Err("no runtime's sockets could be mapped to matrix cases".into());
+            }
+            runtimes::table(&stories, false)
+        }
     };
     assert_recorded(&recorded.name(), &table.to_text());
     Ok(Completion::Completed)

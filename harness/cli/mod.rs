@@ -9,6 +9,7 @@ mod internal;
 mod matrix;
 mod probe;
 mod restart;
+mod runtimes;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -144,6 +145,9 @@ enum Command {
     /// The restart story live: an echo server with connected clients goes
     /// away and a new server process binds the same port at once.
     Restart(restart::Args),
+    /// The servers people write, one per runtime (runtimes/): the options
+    /// their listen call really sets, and whether they restart.
+    Runtimes(runtimes::Args),
     /// Echo server mode for the restart story (internal).
     #[command(hide = true)]
     Serve(internal::ServeArgs),
@@ -220,6 +224,7 @@ pub fn exec(cli: Cli, out: &mut dyn Write) -> Done {
         Some(Command::Explain { case }) => explain::exec(&case, out),
         Some(Command::Compare { snapshots, format }) => compare::exec(snapshots, format, out),
         Some(Command::Restart(args)) => restart::exec(args, out),
+        Some(Command::Runtimes(args)) => runtimes::exec(args, out),
         Some(Command::Serve(args)) => internal::serve(args),
         Some(Command::Hold { as_user, second }) => internal::hold(as_user, second),
         Some(Command::Bench { iterations }) => bench::exec(iterations, out),

@@ -42,13 +42,14 @@ pub enum Recorded {
     Matrix(TableKey),
     Restart,
     UnixSockets,
+    Runtimes,
 }
 
 impl Recorded {
     /// Every recorded table, matrix tables first.
     pub fn all() -> Vec<Recorded> {
         let mut all: Vec<Recorded> = TableKey::all().into_iter().map(Recorded::Matrix).collect();
-        all.extend([Recorded::Restart, Recorded::UnixSockets]);
+        all.extend([Recorded::Restart, Recorded::UnixSockets, Recorded::Runtimes]);
         all
     }
 
@@ -58,6 +59,7 @@ impl Recorded {
             Recorded::Matrix(key) => key.name(),
             Recorded::Restart => "restart".into(),
             Recorded::UnixSockets => "unix-sockets".into(),
+            Recorded::Runtimes => "runtimes".into(),
         }
     }
 
@@ -74,6 +76,8 @@ impl Recorded {
             Recorded::Restart => 2,
             // The situation.
             Recorded::UnixSockets => 1,
+            // Program and where it listens.
+            Recorded::Runtimes => 2,
         }
     }
 }
