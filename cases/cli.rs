@@ -82,6 +82,8 @@ const REJECTS: &[(&str, &str)] = &[
     ("compare --snapshots /nonexistent/snapshots", "cannot read"),
     ("restart --wait 601", "601"),
     ("restart --variant nice", "nice"),
+    ("runtimes --wait 601", "601"),
+    ("runtimes --format jsonl", "jsonl"),
     ("bench --iterations 0", "0"),
     ("serve --tcp 10.0.0.1:80", "LOOPBACK_OR_WILDCARD"),
 ];
@@ -430,6 +432,40 @@ fn restart_prints_a_timeline() {
             .expect("the recorded table has the row");
         assert_eq!(answer, row[3], "{text}");
     }
+}
+
+/// A runtime that is not used is a `skipped` row with its reason, counted
+/// in the summary: never silently absent.
+#[test]
+fn runtimes_not_used_are_skipped_with_the_reason() {
+    use addrinuse::stories::runtimes::{rows, Runtime, SKIP_VAR};
+    let all: Vec<&str> = Runtime::ALL.iter().map(|r| r.name()).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_addrinuse"))
+        .arg("runtimes")
+        .env(SKIP_VAR, all.join(","))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for row in rows() {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{}  ", row.name())))
+            .unwrap_or_else(|| panic!("{} is missing:\n{text}", row.name()));
+        assert!(line.contains("skipped"), "{line}");
+        let reason = format!(
+            "{}: skipped: {} is listed in {SKIP_VAR}",
+            row.name(),
+            row.new.runtime.name()
+        );
+        assert!(
+            text.contains(&reason),
+            "no reason for {}:\n{text}",
+            row.name()
+        );
+    }
+    let summary = format!("0 rows ran, {} skipped, 0 setup-failed", rows().len());
+    assert!(stderr(&out).contains(&summary), "{}", stderr(&out));
 }
 
 /// Without root, other-user cases are skipped with the reason, never run

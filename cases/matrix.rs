@@ -145,6 +145,43 @@ fn every_case_has_a_table() -> Result<(), Failed> {
     }
 }
 
+/// The runtimes table's check against the matrix does catch a row that
+/// says the opposite of its matrix cases: a program listening on 0.0.0.0
+/// without any option, whose second instance "started".
+fn runtimes_contradictions_are_caught() -> Result<(), Failed> {
+    use addrinuse::platform::ListenerOptions;
+    use addrinuse::stories::runtimes::{Answer, Ran, Second, Story};
+    let plain = ListenerOptions {
+        addr: "0.0.0.0:1".parse().expect("an address"),
+        reuseaddr: Some(false),
+        reuseport: Some(false),
+        v6only: None,
+        exclusive: Some(false),
+    };
+    let ran = Ran {
+        version: String::new(),
+        old: vec![plain.clone()],
+        new: vec![plain],
+        disagreements: Vec::new(),
+        outside: true,
+        hard_kill: Ok(()),
+        graceful: Ok(()),
+        second: Second::Started {
+            first: 6,
+            second: 6,
+        },
+    };
+    let story = Story {
+        row: runtimes::rows()[0],
+        answer: Answer::Ran(Box::new(ran)),
+    };
+    let (compared, found) = runtimes::contradictions(&[story]);
+    if compared == 1 && found.iter().any(|line| line.contains("second instance")) {
+        return Ok(());
+    }
+    Err(format!("not caught (compared {compared}): {found:?}").into())
+}
+
 fn main() {
     // Before any thread: the tables run in a network of their own (root).
     run::isolate();
@@ -157,6 +194,10 @@ fn main() {
         Trial::test("platform_is_recorded", platform_is_recorded),
         Trial::test("no_stale_snapshots", no_stale_snapshots),
         Trial::test("every_case_has_a_table", every_case_has_a_table),
+        Trial::test(
+            "runtimes_contradictions_are_caught",
+            runtimes_contradictions_are_caught,
+        ),
     ];
     trials.extend(Recorded::all().into_iter().map(|recorded| {
         Trial::ignorable_test(format!("table::{}", recorded.name()), move || {
