@@ -62,6 +62,15 @@ impl Runtime {
         }
     }
 
+    /// Whether its program reads every option and address of its own
+    /// sockets. Node has no getsockopt; Java reads neither IPV6_V6ONLY nor
+    /// SO_EXCLUSIVEADDRUSE and reports its IPv6 sockets as IPv4 addresses.
+    /// Without a look from outside, their rows are not compared with the
+    /// matrix.
+    pub fn reads_itself(self) -> bool {
+        !matches!(self, Runtime::Node | Runtime::Java)
+    }
+
     /// The commands it needs, each with the names it may have on PATH
     /// (the first one found is used).
     fn tools(self) -> &'static [&'static [&'static str]] {
@@ -1025,7 +1034,8 @@ pub fn table(stories: &[Story], versions: bool) -> Table {
             platform::OS,
             OUTSIDE_CHECK
         ),
-        _ => "sockets: as each program read them itself (`?`: the runtime offers no way to read it)"
+        _ => "sockets: as each program read them itself (`?`: the runtime offers no way to read it; \
+              Java reports its IPv6 sockets as IPv4 addresses)"
             .into(),
     }));
     table
@@ -1110,6 +1120,10 @@ pub fn contradictions(stories: &[Story]) -> (usize, Vec<String>) {
         let Answer::Ran(ran) = &story.answer else {
             continue;
         };
+        let trusted = story.row.old.runtime.reads_itself() && story.row.new.runtime.reads_itself();
+        if !ran.outside && !trusted {
+            continue;
+        }
         let expected = match matrix_says(ran) {
             Ok(expected) => expected,
             Err(why) if ran.outside => {
