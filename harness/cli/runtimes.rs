@@ -61,7 +61,7 @@ pub fn exec(args: Args, out: &mut dyn Write) -> Done {
                 out,
                 "  {} ({}): {answer}",
                 story.row.name(),
-                story.row.place.name()
+                story.row.listen_on.name()
             )?;
             out.flush()?;
         }

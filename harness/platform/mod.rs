@@ -47,6 +47,15 @@ pub use os::{
 /// `std::env::consts::OS`, so `snapshots/<os>/` matches it.
 pub const OS: &str = std::env::consts::OS;
 
+/// The names Python's interpreter has on PATH, in the order to try:
+/// Windows installs `python`, and its `python3` may be the Store's
+/// installer stub.
+pub const PYTHON: &[&str] = if cfg!(windows) {
+    &["python", "python3"]
+} else {
+    &["python3", "python"]
+};
+
 /// Whether the process may do what root/Administrator may (bind ports below
 /// 1024, switch users).
 pub fn privileged() -> bool {

@@ -26,7 +26,7 @@ use crate::probe;
 use crate::report::table::{Note, Table};
 use crate::report::Recorded;
 use crate::run::{self, ports, setup::WAIT};
-use crate::scenario::{Case, Holder, Named, Proto, State};
+use crate::scenario::{Case, Holder, Named, Proto, SockOpt, State};
 use crate::spawn::{self, ChildProcess};
 
 /// A runtime: the tool it needs on PATH, and how its program is built.
@@ -75,9 +75,7 @@ impl Runtime {
     /// (the first one found is used).
     fn tools(self) -> &'static [&'static [&'static str]] {
         match self {
-            // Windows installs `python`; its `python3` may be the Store's stub.
-            Runtime::Python if cfg!(windows) => &[&["python", "python3"]],
-            Runtime::Python => &[&["python3", "python"]],
+            Runtime::Python => &[platform::PYTHON],
             Runtime::Go => &[&["go"]],
             Runtime::Node => &[&["node"]],
             Runtime::Java => &[&["java"], &["javac"]],
@@ -203,25 +201,25 @@ fn find(name: &str) -> Program {
 
 /// Where a program listens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Place {
+pub enum ListenOn {
     /// All interfaces, written the way the runtime's docs write it.
     Any,
     /// 127.0.0.1.
     Loopback,
 }
 
-impl Place {
+impl ListenOn {
     fn arg(self) -> &'static str {
         match self {
-            Place::Any => "any",
-            Place::Loopback => "loopback",
+            ListenOn::Any => "any",
+            ListenOn::Loopback => "loopback",
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            Place::Any => "all interfaces",
-            Place::Loopback => "127.0.0.1",
+            ListenOn::Any => "all interfaces",
+            ListenOn::Loopback => "127.0.0.1",
         }
     }
 }
@@ -232,7 +230,7 @@ impl Place {
 pub struct Row {
     pub old: Program,
     pub new: Program,
-    pub place: Place,
+    pub listen_on: ListenOn,
     /// The fix's name, for a row whose programs differ.
     fix: Option<&'static str>,
 }
@@ -248,22 +246,22 @@ impl Row {
 pub fn rows() -> Vec<Row> {
     let mut rows = Vec::new();
     for &p in PROGRAMS {
-        let row = |place| Row {
+        let row = |listen_on| Row {
             old: p,
             new: p,
-            place,
+            listen_on,
             fix: None,
         };
-        rows.push(row(Place::Any));
+        rows.push(row(ListenOn::Any));
         if p.loopback {
-            rows.push(row(Place::Loopback));
+            rows.push(row(ListenOn::Loopback));
         }
     }
     for &(old, new, fix) in FIXES {
         rows.push(Row {
             old: find(old),
             new: find(new),
-            place: Place::Any,
+            listen_on: ListenOn::Any,
             fix: Some(fix),
         });
     }
@@ -310,7 +308,7 @@ pub struct Launcher {
 }
 
 impl Launcher {
-    fn command(&self, program: &Program, port: u16, place: Place) -> Command {
+    fn command(&self, program: &Program, port: u16, listen_on: ListenOn) -> Command {
         let mut command = Command::new(&self.exe);
         command.args(&self.args);
         match program.runtime {
@@ -322,7 +320,7 @@ impl Launcher {
             }
             Runtime::Node | Runtime::Java | Runtime::Dotnet => {}
         }
-        command.arg(port.to_string()).arg(place.arg());
+        command.arg(port.to_string()).arg(listen_on.arg());
         command
     }
 }
@@ -470,9 +468,6 @@ fn prepare_with(
 
 // ---- what a program says ------------------------------------------------
 
-/// A listening socket as a program (or the platform, from outside) saw it.
-pub type Listener = ListenerOptions;
-
 /// The value of one `key=V` field: `-` does not apply and `?` could not
 /// be read are both `None`.
 fn field(value: &str) -> Result<Option<bool>, String> {
@@ -485,14 +480,14 @@ fn field(value: &str) -> Result<Option<bool>, String> {
 }
 
 /// One socket of a ready line.
-pub fn parse_socket(text: &str) -> Result<Listener, String> {
+pub fn parse_socket(text: &str) -> Result<ListenerOptions, String> {
     let mut parts = text.split(',');
     let addr: SocketAddr = parts
         .next()
         .unwrap_or_default()
         .parse()
         .map_err(|_| format!("bad address in '{text}'"))?;
-    let mut listener = Listener {
+    let mut listener = ListenerOptions {
         addr,
         reuseaddr: None,
         reuseport: None,
@@ -519,7 +514,7 @@ pub fn parse_socket(text: &str) -> Result<Listener, String> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Start {
     /// It listens: its version and sockets.
-    Ready(String, Vec<Listener>),
+    Ready(String, Vec<ListenerOptions>),
     /// It said `failed NAME ...`: the error as the runtime names it.
     Failed(String),
 }
@@ -552,9 +547,9 @@ fn start(
     launcher: &Launcher,
     program: &Program,
     port: u16,
-    place: Place,
+    listen_on: ListenOn,
 ) -> Result<(Option<Running>, Start), String> {
-    let mut command = launcher.command(program, port, place);
+    let mut command = launcher.command(program, port, listen_on);
     let process = ChildProcess::start(&mut command, "the runtime's program")?;
     let line = process.line(Instant::now() + START_WAIT)?;
     let start = parse_start(&line)?;
@@ -628,9 +623,9 @@ pub struct Ran {
     pub version: String,
     /// The old program's sockets, as the table shows them: read from
     /// outside where the platform can, else as the program read them.
-    pub old: Vec<Listener>,
+    pub old: Vec<ListenerOptions>,
     /// The new program's sockets (the same program: `old`).
-    pub new: Vec<Listener>,
+    pub new: Vec<ListenerOptions>,
     /// Where the program's own reading and the outside one differ.
     pub disagreements: Vec<String>,
     /// Whether the sockets were read from outside too.
@@ -661,9 +656,9 @@ pub struct Story {
 fn seen(
     running: &Running,
     port: u16,
-    inside: &[Listener],
+    inside: &[ListenerOptions],
     name: &str,
-) -> (Vec<Listener>, Vec<String>, bool) {
+) -> (Vec<ListenerOptions>, Vec<String>, bool) {
     let outside = match platform::listeners_of(running.process.id(), port) {
         Ok(Some(found)) => found,
         Ok(None) => return (inside.to_vec(), Vec::new(), false),
@@ -713,16 +708,16 @@ fn run_row(
     say: &mut dyn FnMut(String),
 ) -> Result<Ran, String> {
     let name = row.name();
-    let place = row.place;
+    let listen_on = row.listen_on;
     // 1. The sockets, and a second instance beside the first.
     let lease = ports::pool().take(Proto::Tcp)?;
     let port = lease.port();
-    let (first, started) = start(old_launcher, &row.old, port, place)?;
+    let (first, started) = start(old_launcher, &row.old, port, listen_on)?;
     let (Some(first), Start::Ready(version, inside)) = (first, started.clone()) else {
         return Err(format!("the first instance did not start: {started:?}"));
     };
     let (old, mut disagreements, outside) = seen(&first, port, &inside, row.old.name);
-    let (second, started) = start(new_launcher, &row.new, port, place)?;
+    let (second, started) = start(new_launcher, &row.new, port, listen_on)?;
     let second_instance = match (second, started) {
         (Some(second), Start::Ready(..)) => {
             let mut clients = connect(port, PROBES)?;
@@ -750,7 +745,7 @@ fn run_row(
         (version, old.clone())
     } else {
         let lease = ports::pool().take(Proto::Tcp)?;
-        let (running, started) = start(new_launcher, &row.new, lease.port(), place)?;
+        let (running, started) = start(new_launcher, &row.new, lease.port(), listen_on)?;
         let (Some(running), Start::Ready(version, inside)) = (running, started.clone()) else {
             return Err(format!("the new program did not start alone: {started:?}"));
         };
@@ -765,7 +760,7 @@ fn run_row(
         let mut lease = ports::pool().take(Proto::Tcp)?;
         lease.left_time_wait();
         let port = lease.port();
-        let (old, started) = start(old_launcher, &row.old, port, place)?;
+        let (old, started) = start(old_launcher, &row.old, port, listen_on)?;
         let Some(mut old) = old else {
             return Err(format!("the old server did not start: {started:?}"));
         };
@@ -783,7 +778,7 @@ fn run_row(
         } else {
             old.kill()?;
         }
-        let (new, started) = start(new_launcher, &row.new, port, place)?;
+        let (new, started) = start(new_launcher, &row.new, port, listen_on)?;
         drop(new);
         close(&mut clients);
         Ok(match started {
@@ -795,7 +790,7 @@ fn run_row(
     let graceful = restart(true)?;
     say(format!(
         "{name} ({}): after hard kill {}, after graceful exit {}, second instance {}",
-        place.name(),
+        listen_on.name(),
         start_cell(&hard_kill),
         start_cell(&graceful),
         second_cell(&second_instance)
@@ -886,7 +881,7 @@ pub fn wait_until_up(row: &Row, limit: Duration) -> Result<Duration, String> {
     let mut lease = ports::pool().take(Proto::Tcp)?;
     lease.left_time_wait();
     let port = lease.port();
-    let (old, _) = start(&old_launcher, &row.old, port, row.place)?;
+    let (old, _) = start(&old_launcher, &row.old, port, row.listen_on)?;
     let old = old.ok_or("the old server did not start")?;
     let mut clients = connect(port, CLIENTS)?;
     old.kill()?;
@@ -894,7 +889,7 @@ pub fn wait_until_up(row: &Row, limit: Duration) -> Result<Duration, String> {
     close(&mut clients);
     let begin = Instant::now();
     loop {
-        let (new, started) = start(&new_launcher, &row.new, port, row.place)?;
+        let (new, started) = start(&new_launcher, &row.new, port, row.listen_on)?;
         drop(new);
         if matches!(started, Start::Ready(..)) {
             return Ok(begin.elapsed());
@@ -913,7 +908,7 @@ pub fn wait_until_up(row: &Row, limit: Duration) -> Result<Duration, String> {
 
 /// A socket in the probe grammar: `0.0.0.0+reuseaddr`, `::/dual`; an option
 /// that could not be read gets a `?`.
-pub fn endpoint(l: &Listener) -> String {
+pub fn endpoint(l: &ListenerOptions) -> String {
     let mut text = match (l.addr.ip(), l.v6only) {
         (IpAddr::V4(ip), _) => ip.to_string(),
         (IpAddr::V6(ip), Some(true)) => format!("{ip}/v6only"),
@@ -922,8 +917,16 @@ pub fn endpoint(l: &Listener) -> String {
     };
     for (name, value, applies) in [
         ("reuseaddr", l.reuseaddr, true),
-        ("reuseport", l.reuseport, !cfg!(windows)),
-        ("exclusive", l.exclusive, cfg!(windows)),
+        (
+            "reuseport",
+            l.reuseport,
+            platform::supports(SockOpt::ReusePort),
+        ),
+        (
+            "exclusive",
+            l.exclusive,
+            platform::supports(SockOpt::ExclusiveAddrUse),
+        ),
     ] {
         match value {
             Some(true) => text.push_str(&format!("+{name}")),
@@ -934,7 +937,7 @@ pub fn endpoint(l: &Listener) -> String {
     text
 }
 
-fn sockets_cell(sockets: &[Listener]) -> String {
+fn sockets_cell(sockets: &[ListenerOptions]) -> String {
     sockets.iter().map(endpoint).collect::<Vec<_>>().join(" ")
 }
 
@@ -983,7 +986,7 @@ pub fn table(stories: &[Story], versions: bool) -> Table {
     for story in stories {
         let mut row = vec![
             story.row.name().to_string(),
-            story.row.place.name().to_string(),
+            story.row.listen_on.name().to_string(),
         ];
         let cells = match &story.answer {
             Answer::Ran(ran) => {
@@ -1048,8 +1051,8 @@ pub const OUTSIDE_CHECK: &str = "pidfd_getfd and getsockopt";
 
 /// The matrix case a restart or a second instance meets: the old program's
 /// socket `old` in `state`, the new one's `new` binding beside it.
-fn case(state: State, old: &Listener, new: &Listener) -> Result<Case, String> {
-    let spec = |l: &Listener| -> Result<String, String> {
+fn case(state: State, old: &ListenerOptions, new: &ListenerOptions) -> Result<Case, String> {
+    let spec = |l: &ListenerOptions| -> Result<String, String> {
         let text = endpoint(l);
         if text.contains('?') {
             return Err(format!("{text} has options that could not be read"));
@@ -1072,7 +1075,7 @@ fn ok(outcome: &Outcome) -> bool {
 
 /// Whether a connection to 127.0.0.1 reaches this socket (and so leaves
 /// its old connections behind).
-fn reached(l: &Listener) -> bool {
+fn reached(l: &ListenerOptions) -> bool {
     match l.addr.ip() {
         IpAddr::V4(_) => true,
         IpAddr::V6(ip) => {
@@ -1146,7 +1149,7 @@ pub fn contradictions(stories: &[Story]) -> (usize, Vec<String>) {
                 found.push(format!(
                     "{} ({}): {what}: the program {} but the matrix says the bind {}",
                     story.row.name(),
-                    story.row.place.name(),
+                    story.row.listen_on.name(),
                     if seen[i] { "came up" } else { "failed" },
                     if expected[i] { "works" } else { "fails" },
                 ));
@@ -1178,7 +1181,7 @@ mod tests {
     #[test]
     fn ready_lines_are_read() {
         let start = parse_start(
-            "ready 3.11.7 0.0.0.0:5000,reuseaddr=1,reuseport=0,v6only=-,exclusive=- [::]:5000,reuseaddr=?,reuseport=0,v6only=1,exclusive=-",
+            "ready 3.11.7 0.0.0.0:5000,reuseaddr=1,reuseport=0,v6only=-,exclusive=0 [::]:5000,reuseaddr=?,reuseport=0,v6only=1,exclusive=-",
         )
         .unwrap();
         let Start::Ready(version, sockets) = start else {
