@@ -436,7 +436,6 @@ fn restart_prints_a_timeline() {
 
 /// A runtime that is not used is a `skipped` row with its reason, counted
 /// in the summary: never silently absent.
-#[test]
 fn runtimes_not_used_are_skipped_with_the_reason() {
     use addrinuse::stories::runtimes::{rows, Runtime, SKIP_VAR};
     let all: Vec<&str> = Runtime::ALL.iter().map(|r| r.name()).collect();
@@ -575,6 +574,7 @@ fn main() {
         compare_with_one_platform_names_those_not_recorded,
         platforms_page_matches_the_records,
         restart_prints_a_timeline,
+        runtimes_not_used_are_skipped_with_the_reason,
         a_closed_stdout_is_not_a_panic,
         compare_reads_a_crlf_checkout,
         no_test_is_silently_dropped,
