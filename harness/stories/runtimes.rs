@@ -380,8 +380,8 @@ pub enum NotReady {
     BuildFailed(String),
 }
 
-/// Find a runtime's tools and build its program (into `cache`, where the
-/// next run finds it: Go, cargo and javac rebuild only what changed).
+/// Find a runtime's tools and build its program into `cache` (Go and
+/// cargo rebuild only what changed there; javac's one file takes a second).
 pub fn prepare(runtime: Runtime, sources: &Path, cache: &Path) -> Result<Launcher, NotReady> {
     if listed(runtime) {
         return Err(NotReady::Absent(format!(
