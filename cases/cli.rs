@@ -85,6 +85,7 @@ const REJECTS: &[(&str, &str)] = &[
     ("runtimes --wait 601", "601"),
     ("runtimes --format jsonl", "jsonl"),
     ("bench --iterations 0", "0"),
+    ("--proto udp --save /nonexistent", "takes no filter"),
     ("serve --tcp 10.0.0.1:80", "LOOPBACK_OR_WILDCARD"),
 ];
 
