@@ -70,6 +70,16 @@ impl SavedRun {
             .to_string()
     }
 
+    /// Whether the run saved the table `recorded` (a saved run has no
+    /// runtimes table: the lab's guest runs no language runtimes).
+    pub fn has(&self, recorded: &Recorded) -> bool {
+        self.table_path(recorded).is_file()
+    }
+
+    fn table_path(&self, recorded: &Recorded) -> PathBuf {
+        self.dir.join(TABLES).join(format!("{}.txt", recorded.name()))
+    }
+
     /// The run's table `recorded`, read back through the snapshot format.
     pub fn table(&self, recorded: &Recorded) -> Result<Table, String> {
         let path = self
