@@ -211,30 +211,33 @@ fn status(recorded: &RecordedTables, kernels: &[Checked]) -> Vec<String> {
     lines
 }
 
-/// `linux: 5.10, 6.18 (reference), 7.3; linux-6.1: 6.1.0-50-amd64 (differs in 8 tables)`:
-/// which kernels each column stands for.
+/// `linux = 5.10, 6.12, 6.18, 7.3 (5 kernels); linux-6.1 = 6.1 (1 kernel)`:
+/// the kernel lines each column stands for (a line answers as the
+/// reference unless it has a folder of its own).
 fn kernel_lines(kernels: &[Checked]) -> String {
-    let mut by_folder: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut by_folder: BTreeMap<String, (Vec<&str>, usize)> = BTreeMap::new();
     for c in kernels {
         let folder = if c.differing() == 0 {
             "linux".to_string()
         } else {
             lab::line_folder("linux", &c.line)
         };
-        let note = match c.answers.as_str() {
-            lab::REFERENCE => " (reference)".to_string(),
-            a if c.differing() > 0 => format!(" ({a})"),
-            _ => String::new(),
-        };
-        by_folder
-            .entry(folder)
-            .or_default()
-            .push(format!("{}{note}", c.release));
+        let (lines, count) = by_folder.entry(folder).or_default();
+        if !lines.contains(&c.line.as_str()) {
+            lines.push(&c.line);
+        }
+        *count += 1;
     }
     let columns: Vec<String> = (by_folder.into_iter())
-        .map(|(folder, releases)| format!("{folder} = {}", releases.join(", ")))
+        .map(|(folder, (lines, count))| {
+            let kernels = if count == 1 { "kernel" } else { "kernels" };
+            format!("{folder} = {} ({count} {kernels})", lines.join(", "))
+        })
         .collect();
-    format!("kernels checked by the lab: {}", columns.join("; "))
+    format!(
+        "Linux kernel lines checked by the lab, by column: {}",
+        columns.join("; ")
+    )
 }
 
 /// One `Table` per matrix table with differences: a row per cell.
