@@ -77,7 +77,9 @@ impl SavedRun {
     }
 
     fn table_path(&self, recorded: &Recorded) -> PathBuf {
-        self.dir.join(TABLES).join(format!("{}.txt", recorded.name()))
+        self.dir
+            .join(TABLES)
+            .join(format!("{}.txt", recorded.name()))
     }
 
     /// The run's table `recorded`, read back through the snapshot format.
