@@ -557,6 +557,27 @@ fn compare_reads_a_crlf_checkout() {
     );
 }
 
+/// The kernel lab's `--save DIR`: one run of the whole suite leaves every
+/// recorded table, readable in the snapshot format, with the same cases as
+/// the JSON lines, and the facts lab/record reads back.
+fn save_writes_every_recorded_table() {
+    use addrinuse::report::lab::SavedRun;
+    use addrinuse::report::Recorded;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("saved");
+    let out = addrinuse(&["--format", "jsonl", "--save", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(jsonl(&out).len() > 100_000, "the whole matrix on stdout");
+    let run = SavedRun::open(&dir).unwrap();
+    assert!(run.fact("kernel").is_some());
+    assert!(run.fact(addrinuse::report::lab::SETTINGS_FACT).is_some());
+    for recorded in Recorded::all() {
+        let table = run.table(&recorded).unwrap();
+        assert!(!table.heading.is_empty(), "{}", recorded.name());
+    }
+}
+
 /// Plain functions listed here, not `#[test]`s: this binary has its own
 /// harness (libtest-mimic), so that a test a machine cannot run is counted
 /// as ignored, with its reason, in the summary.
@@ -579,6 +600,7 @@ fn main() {
         a_closed_stdout_is_not_a_panic,
         compare_reads_a_crlf_checkout,
         no_test_is_silently_dropped,
+        save_writes_every_recorded_table,
     ];
     #[cfg(target_os = "linux")]
     trials.push(libtest_mimic::Trial::ignorable_test(

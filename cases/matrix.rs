@@ -122,7 +122,8 @@ fn record_dir(name: &str, table: &str) -> Result<PathBuf, Failed> {
             && reference_text(&snapshot_dir(), name).as_deref() != Some(table)
         {
             return Err(format!(
-                "kernel {} is of the reference's line and differs from snapshots/{OS}/ \
+                "kernel {} is of the reference's line (or the list names no reference) \
+                 and differs from snapshots/{OS}/: a line has one record \
                  (lab/record --reference re-records the reference)",
                 release()
             )
