@@ -261,7 +261,7 @@ fn list_kernel() -> Result<(), Failed> {
         lab::REFERENCE.to_string()
     } else {
         let mut differing = 0;
-        for recorded in Recorded::all() {
+        for recorded in Recorded::all().into_iter().filter(|r| run.has(r)) {
             let text = run.table(&recorded)?.to_text();
             if reference_text(&snapshot_dir(), &recorded.name()).as_deref() != Some(&text) {
                 differing += 1;
