@@ -558,8 +558,8 @@ fn compare_reads_a_crlf_checkout() {
 }
 
 /// The kernel lab's `--save DIR`: one run of the whole suite leaves every
-/// recorded table, readable in the snapshot format, with the same cases as
-/// the JSON lines, and the facts lab/record reads back.
+/// recorded table but the runtimes one, readable in the snapshot format,
+/// next to the JSON lines, and the facts lab/record reads back.
 fn save_writes_every_recorded_table() {
     use addrinuse::report::lab::SavedRun;
     use addrinuse::report::Recorded;
@@ -573,8 +573,12 @@ fn save_writes_every_recorded_table() {
     assert!(run.fact("kernel").is_some());
     assert!(run.fact(addrinuse::report::lab::SETTINGS_FACT).is_some());
     for recorded in Recorded::all() {
-        let table = run.table(&recorded).unwrap();
-        assert!(!table.heading.is_empty(), "{}", recorded.name());
+        // The runtimes table is the host's: a lab guest has no runtimes.
+        assert_eq!(run.has(&recorded), recorded != Recorded::Runtimes);
+        if run.has(&recorded) {
+            let table = run.table(&recorded).unwrap();
+            assert!(!table.heading.is_empty(), "{}", recorded.name());
+        }
     }
 }
 
