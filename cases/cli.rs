@@ -85,6 +85,7 @@ const REJECTS: &[(&str, &str)] = &[
     ("runtimes --wait 601", "601"),
     ("runtimes --format jsonl", "jsonl"),
     ("bench --iterations 0", "0"),
+    ("--proto udp --save /nonexistent", "takes no filter"),
     ("serve --tcp 10.0.0.1:80", "LOOPBACK_OR_WILDCARD"),
 ];
 
@@ -556,6 +557,31 @@ fn compare_reads_a_crlf_checkout() {
     );
 }
 
+/// The kernel lab's `--save DIR`: one run of the whole suite leaves every
+/// recorded table but the runtimes one, readable in the snapshot format,
+/// next to the JSON lines, and the facts lab/record reads back.
+fn save_writes_every_recorded_table() {
+    use addrinuse::report::lab::SavedRun;
+    use addrinuse::report::Recorded;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("saved");
+    let out = addrinuse(&["--format", "jsonl", "--save", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(jsonl(&out).len() > 100_000, "the whole matrix on stdout");
+    let run = SavedRun::open(&dir).unwrap();
+    assert!(run.fact("kernel").is_some());
+    assert!(run.fact(addrinuse::report::lab::SETTINGS_FACT).is_some());
+    for recorded in Recorded::all() {
+        // The runtimes table is the host's: a lab guest has no runtimes.
+        assert_eq!(run.has(&recorded), recorded != Recorded::Runtimes);
+        if run.has(&recorded) {
+            let table = run.table(&recorded).unwrap();
+            assert!(!table.heading.is_empty(), "{}", recorded.name());
+        }
+    }
+}
+
 /// Plain functions listed here, not `#[test]`s: this binary has its own
 /// harness (libtest-mimic), so that a test a machine cannot run is counted
 /// as ignored, with its reason, in the summary.
@@ -578,6 +604,7 @@ fn main() {
         a_closed_stdout_is_not_a_panic,
         compare_reads_a_crlf_checkout,
         no_test_is_silently_dropped,
+        save_writes_every_recorded_table,
     ];
     #[cfg(target_os = "linux")]
     trials.push(libtest_mimic::Trial::ignorable_test(

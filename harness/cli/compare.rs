@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use addrinuse::report::compare::{self, differences};
-use addrinuse::report::{json, Format};
+use addrinuse::report::{json, lab, Format};
 
 use super::{Done, Failure};
 
@@ -24,6 +24,7 @@ pub fn snapshots_dir(dir: Option<PathBuf>) -> PathBuf {
 pub fn exec(dir: Option<PathBuf>, format: Format, out: &mut dyn Write) -> Done {
     let dir = snapshots_dir(dir);
     let recorded = compare::load(&dir).map_err(|msg| Failure::Usage(format!("compare: {msg}")))?;
+    let kernels = lab::load_list(&dir).map_err(|msg| Failure::Usage(format!("compare: {msg}")))?;
     match format {
         Format::Jsonl => {
             let platforms: Vec<&str> = recorded.keys().map(String::as_str).collect();
@@ -31,8 +32,8 @@ pub fn exec(dir: Option<PathBuf>, format: Format, out: &mut dyn Write) -> Done {
                 writeln!(out, "{}", json::difference(&platforms, &d))?;
             }
         }
-        Format::Table => write!(out, "{}", compare::report_text(&recorded))?,
-        Format::Markdown => write!(out, "{}", compare::report_markdown(&recorded))?,
+        Format::Table => write!(out, "{}", compare::report_text(&recorded, &kernels))?,
+        Format::Markdown => write!(out, "{}", compare::report_markdown(&recorded, &kernels))?,
     }
     Ok(ExitCode::SUCCESS)
 }

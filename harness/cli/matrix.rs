@@ -2,10 +2,13 @@
 //! JSON lines, with the header, the restart question and the stories.
 
 use std::io::{self, IsTerminal, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use addrinuse::report::{self, header, json, matrix, Format};
+use addrinuse::outcome::{Outcome, Record};
+use addrinuse::platform;
+use addrinuse::report::{self, header, json, lab, matrix, Format, Recorded, Table};
 use addrinuse::run;
 use addrinuse::scenario::{Holder, Selection};
 use addrinuse::stories::{restart, unix_sockets};
@@ -20,6 +23,11 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
         groups: args.group,
         families: args.family,
     };
+    if args.save.is_some() && !selection.is_everything() {
+        return Err(Failure::Usage(
+            "--save writes every recorded table: it takes no filter".into(),
+        ));
+    }
     let cases = selection.cases();
     if cases.is_empty() {
         return Err(Failure::Usage(
@@ -48,13 +56,20 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
         let _ = write!(io::stderr(), "\r{:30}\r", "");
     }
 
+    // The two stories beyond the matrix (real server processes, and
+    // Unix-domain socket paths) go with every table of a full run, and
+    // into a saved run.
+    let with_stories =
+        selection.is_everything() && (args.format != Format::Jsonl || args.save.is_some());
+    let stories = with_stories.then(restart::all_stories).unwrap_or_default();
+    let unix = with_stories.then(unix_sockets::run_all).unwrap_or_default();
+
     // A person at a terminal who asked for nothing in particular gets one
     // or two screens; scripts and filters get the full data.
     let first_screen = args.format == Format::Table
         && selection.is_everything()
         && !args.full
         && io::stdout().is_terminal();
-    let mut story_cells = Vec::new();
     match args.format {
         Format::Jsonl => {
             // One write per line would be 142,884 writes for the matrix.
@@ -91,12 +106,8 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
                 }
             }
             writeln!(out)?;
-            let stories = restart::all_stories();
             writeln!(out, "{}", restart::table(&stories).to_text())?;
-            let unix = unix_sockets::run_all();
             writeln!(out, "{}", unix_sockets::table(&unix).to_text())?;
-            story_cells.extend(stories.into_iter().map(|s| s.new_server));
-            story_cells.extend(unix.into_iter().map(|(_, o)| o));
             let tables = matrix::tables(&records).len();
             writeln!(
                 out,
@@ -116,21 +127,64 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
             for (key, rows) in matrix::tables(&records) {
                 writeln!(out, "{}", args.format.write(&matrix::table(&key, &rows)))?;
             }
-            if selection.is_everything() {
-                // The two stories beyond the matrix: real server processes,
-                // and Unix-domain socket paths.
-                let stories = restart::all_stories();
+            if with_stories {
                 writeln!(out, "{}", args.format.write(&restart::table(&stories)))?;
-                let unix = unix_sockets::run_all();
                 writeln!(out, "{}", args.format.write(&unix_sockets::table(&unix)))?;
-                story_cells.extend(stories.into_iter().map(|s| s.new_server));
-                story_cells.extend(unix.into_iter().map(|(_, o)| o));
             }
         }
     }
+    if let Some(dir) = &args.save {
+        save(dir, &records, &stories, &unix)?;
+    }
+    let mut story_cells: Vec<_> = stories.into_iter().map(|s| s.new_server).collect();
+    story_cells.extend(unix.into_iter().map(|(_, o)| o));
     let elapsed = start.elapsed();
     let outcomes: Vec<_> = records.into_iter().map(|r| r.outcome).collect();
     let summary = report::summary(&outcomes, &story_cells, elapsed, threads);
     let _ = writeln!(io::stderr(), "{summary}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every recorded table of this run (the runtimes table aside), as
+/// `cargo test` would compare it, and
+/// the header facts, into `dir` (lab/record reads them back on the host).
+fn save(
+    dir: &Path,
+    records: &[Record],
+    stories: &[restart::Story],
+    unix: &[(unix_sockets::Situation, Outcome)],
+) -> Result<(), Failure> {
+    let by_table = matrix::tables(records);
+    let tables: Vec<(Recorded, Table)> = Recorded::all()
+        .into_iter()
+        .filter_map(|recorded| {
+            let table = match recorded {
+                Recorded::Matrix(key) => {
+                    matrix::table(&key, by_table.get(&key).map_or(&[][..], Vec::as_slice))
+                }
+                Recorded::Restart => restart::table(stories),
+                Recorded::UnixSockets => unix_sockets::table(unix),
+                // Language runtimes are the host's business: a kernel lab
+                // guest has none, and the test suite skips the table.
+                Recorded::Runtimes => return None,
+            };
+            Some((recorded, table))
+        })
+        .collect();
+    let mut facts = header::facts();
+    let changed = platform::changed_settings();
+    facts.push((
+        lab::SETTINGS_FACT,
+        if changed.is_empty() {
+            "none".into()
+        } else {
+            changed.join(", ")
+        },
+    ));
+    lab::save(dir, &tables, &facts).map_err(|e| {
+        Failure::Output(io::Error::new(
+            e.kind(),
+            format!("--save {}: {e}", dir.display()),
+        ))
+    })
 }

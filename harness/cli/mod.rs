@@ -203,6 +203,10 @@ struct RunArgs {
     /// states are checked by exact lookups and UDP ports are listed.
     #[arg(long)]
     census: bool,
+    /// Also write every recorded table and the header facts to this folder
+    /// (the kernel lab; needs the whole matrix, no filter).
+    #[arg(long, value_name = "DIR", hide = true)]
+    save: Option<PathBuf>,
 }
 
 impl Cli {

@@ -157,6 +157,11 @@ const FACT_SYSCTLS: &[(&str, &std::ffi::CStr)] = &[
     ("net.inet.ip.portrange.last", c"net.inet.ip.portrange.last"),
 ];
 
+/// No setting of this platform is known to change a recorded answer.
+pub fn changed_settings() -> Vec<String> {
+    Vec::new()
+}
+
 pub fn facts() -> Vec<(&'static str, String)> {
     let mut facts = vec![("kernel", unix::kernel_release())];
     for (label, name) in FACT_SYSCTLS {

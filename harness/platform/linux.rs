@@ -41,6 +41,26 @@ pub fn ephemeral_ports() -> Option<(u16, u16)> {
 /// How often a state is polled: one exact-match sock_diag query is cheap.
 pub const POLL: std::time::Duration = std::time::Duration::from_micros(20);
 
+/// Per-namespace settings that change recorded answers, with the kernel's
+/// default. At 120 s instead of 60, an orphaned FIN_WAIT2 end stays a full
+/// socket (its owner's uid, so SO_REUSEPORT's owner check applies) instead
+/// of becoming a TIME_WAIT mini-socket: the `fin-wait-2` other-user cells
+/// flip from ok/ok to EADDRINUSE.
+const SETTINGS: &[(&str, &str, &str)] =
+    &[("net.ipv4.tcp_fin_timeout", "net/ipv4/tcp_fin_timeout", "60")];
+
+/// The settings of `SETTINGS` that are not at their default, as
+/// `name=value (default d)`.
+pub fn changed_settings() -> Vec<String> {
+    SETTINGS
+        .iter()
+        .filter_map(|(name, path, default)| {
+            let value = sysctl(path)?;
+            (value != *default).then(|| format!("{name}={value} (default {default})"))
+        })
+        .collect()
+}
+
 pub fn facts() -> Vec<(&'static str, String)> {
     let read = |path| sysctl(path).unwrap_or_else(|| "unreadable".into());
     vec![

@@ -7,6 +7,8 @@
 //! - `observe_tcp`: what the kernel's socket table says about a TCP socket,
 //!   so that a state is verified before the second bind,
 //! - `facts`: the platform facts that change the answers (for the header),
+//! - `changed_settings`: settings known to change answers that are not at
+//!   their default (a record made under them says so),
 //! - `ephemeral_ports`: the range the kernel picks ports from.
 
 use std::io;
@@ -38,9 +40,10 @@ mod os;
 mod os;
 
 pub use os::{
-    abstract_unix_addr, become_user, census, ephemeral_ports, error_name, excluded_ports, facts,
-    flush_ack, is_listening, listeners_of, observe_tcp, prepare_free_probe, private_network,
-    set_option, DUAL_STACK_PROBE_MISSES_V4, NO_SWITCH_USER, POLL, STATE_CHECK, TIME_WAIT,
+    abstract_unix_addr, become_user, census, changed_settings, ephemeral_ports, error_name,
+    excluded_ports, facts, flush_ack, is_listening, listeners_of, observe_tcp, prepare_free_probe,
+    private_network, set_option, DUAL_STACK_PROBE_MISSES_V4, NO_SWITCH_USER, POLL, STATE_CHECK,
+    TIME_WAIT,
 };
 
 /// The platform's name for tables and snapshot folders: the same value as
@@ -199,6 +202,7 @@ const _: fn(i32) -> Option<&'static str> = error_name;
 const _: fn(SocketAddr, Option<SocketAddr>) -> io::Result<Observed> = observe_tcp;
 const _: fn(crate::scenario::Proto, u16, bool) -> io::Result<Option<Census>> = census;
 const _: fn() -> Vec<(&'static str, String)> = facts;
+const _: fn() -> Vec<String> = changed_settings;
 const _: fn() -> Option<(u16, u16)> = ephemeral_ports;
 const _: fn() -> Vec<(u16, u16)> = excluded_ports;
 const _: &str = STATE_CHECK;

@@ -133,6 +133,11 @@ pub fn privileged() -> bool {
 /// How often a state is polled: each poll copies both TCP tables.
 pub const POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// No setting of this platform is known to change a recorded answer.
+pub fn changed_settings() -> Vec<String> {
+    Vec::new()
+}
+
 pub fn facts() -> Vec<(&'static str, String)> {
     let mut facts = vec![("kernel", windows_version())];
     if let Some(wine) = wine() {

@@ -101,7 +101,16 @@ pub fn table(key: &TableKey, records: &[&Record]) -> Table {
             .filter(|(_, keep)| **keep)
             .map(|(c, _)| c.to_string()),
     );
-    let mut table = Table::new(vec![title(key), legend(key)], KEY_COLUMNS, header);
+    let mut heading = vec![title(key), legend(key)];
+    // Absent at the defaults, so records made at the defaults stay as they are.
+    let changed = platform::changed_settings();
+    if !changed.is_empty() {
+        heading.push(format!(
+            "recorded under non-default settings: {}",
+            changed.join(", ")
+        ));
+    }
+    let mut table = Table::new(heading, KEY_COLUMNS, header);
     let mut unverified = false;
     for (ri, (a, b, opts)) in rows.iter().enumerate().filter(|(ri, _)| keep_row[*ri]) {
         let mut line = vec![format!("{a} -> {b}"), opts.to_string()];

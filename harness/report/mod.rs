@@ -4,6 +4,7 @@
 pub mod compare;
 pub mod header;
 pub mod json;
+pub mod lab;
 pub mod matrix;
 pub mod table;
 
