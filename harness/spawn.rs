@@ -8,12 +8,11 @@
 //! So socket work takes a shared lock (`sockets`), and starting a child
 //! takes it exclusively (`start`), until the child has exec'ed.
 
-use std::cell::RefCell;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{OnceLock, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -162,26 +161,24 @@ impl Drop for ChildProcess {
     }
 }
 
-thread_local! {
-    /// Children that ended a conversation cleanly, kept for this thread's
-    /// next one: a process start costs more than a whole batch of cases.
-    /// They go when the thread ends, or see their stdin close when the
-    /// process exits, and leave.
-    static IDLE: RefCell<Vec<(&'static str, ChildProcess)>> = const { RefCell::new(Vec::new()) };
-}
+/// Children that ended a conversation cleanly, kept for the next one: a
+/// process start costs more than a whole batch of cases. They outlive the
+/// threads and runs that started them; when this process exits, their
+/// stdin closes and they leave.
+static IDLE: Mutex<Vec<(&'static str, ChildProcess)>> = Mutex::new(Vec::new());
 
-/// An idle child of `kind` that this thread started before, if any.
+/// An idle child of `kind`, if any.
 pub fn reuse(kind: &'static str) -> Option<ChildProcess> {
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        let at = idle.iter().position(|(k, _)| *k == kind)?;
-        Some(idle.swap_remove(at).1)
-    })
+    let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+    let at = idle.iter().position(|(k, _)| *k == kind)?;
+    Some(idle.swap_remove(at).1)
 }
 
 /// Keep `process`, which is ready for a new conversation, for `reuse`.
 pub fn keep(kind: &'static str, process: ChildProcess) {
-    IDLE.with(|idle| idle.borrow_mut().push((kind, process)));
+    IDLE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((kind, process));
 }
 
 /// The first words of a child process of the suite: switch to `as_user`

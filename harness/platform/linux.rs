@@ -513,22 +513,24 @@ pub const TIME_WAIT: std::time::Duration = std::time::Duration::from_secs(61);
 /// later, so this must run before any other thread. Needs CAP_SYS_ADMIN.
 pub fn private_network() -> io::Result<()> {
     new_network()?;
-    // A namespace shares the kernel's global TCP and UDP hash tables (here
-    // 262,144 buckets) unless its parent asked for tables of its own
-    // (Linux 6.1/6.2 on). A socket-table dump walks every bucket: 0.4 ms in
-    // the global table, a few us in a small one. So the run makes an
-    // intermediate namespace, sets the sizes there (never the machine's),
-    // and runs in a child of it. The tables hold no answer: bind conflicts
-    // are decided in the bind hash, which stays global.
-    // A namespace with a table of its own keeps at most half as many
-    // TIME_WAIT sockets as the table has buckets (tcp_set_hashinfo), and
-    // drops the rest: it gets the usual limit back, or TIME_WAIT cases
-    // would find no TIME_WAIT.
+    // A namespace shares the kernel's global TCP hash table (here 262,144
+    // buckets) unless its parent asked for one of its own (Linux 6.1 on),
+    // and a socket-table listing walks every bucket: 0.4 ms in the global
+    // table, a few us in a small one. So the run makes an intermediate
+    // namespace, sets the size there (never the machine's), and runs in a
+    // child of it. The table holds no answer: bind conflicts are decided in
+    // the bind hash, which stays global. A namespace with a table of its
+    // own keeps at most half as many TIME_WAIT sockets as the table has
+    // buckets (tcp_set_hashinfo) and drops the rest: it gets the usual
+    // limit back, or TIME_WAIT cases would find no TIME_WAIT.
     let set = |name: &str, value: &str| {
         std::fs::write(format!("/proc/sys/net/ipv4/{name}"), value).is_ok()
     };
     let tw_limit = sysctl("net/ipv4/tcp_max_tw_buckets");
-    if set("tcp_child_ehash_entries", "1024") | set("udp_child_hash_entries", "256") {
+    // The UDP table stays the global one: in a small table a UDP socket that
+    // connect()s from a wildcard address moves between chains while other
+    // CPUs look datagrams up, and a delivery count can miss it.
+    if set("tcp_child_ehash_entries", "1024") {
         new_network()?;
         match tw_limit {
             Some(limit) if set("tcp_max_tw_buckets", &limit) => {}

@@ -13,7 +13,7 @@
 //! child  -> ANSWER <answer>                   (its socket already closed)
 //! ```
 //!
-//! A child serves case after case for the thread that started it, until the
+//! A child serves case after case, for any thread of the parent, until the
 //! parent closes the pipe.
 
 use std::fmt;
@@ -202,7 +202,7 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         // Each case ends with its answer, after the socket closed: a child
-        // that never broke is ready for the next unit of this thread.
+        // that never broke is ready for the next unit.
         if let Ok(process) = std::mem::replace(&mut self.process, Err(String::new())) {
             spawn::keep(KIND, process);
         }

@@ -20,7 +20,7 @@
 //! child  -> RELEASED                          (and waits for the next CASE)
 //! ```
 //!
-//! A child serves batch after batch for the thread that started it, until
+//! A child serves batch after batch, for any thread of the parent, until
 //! the parent closes the pipe. Every wait of the parent is bounded; a child
 //! that dies, hangs or says something unexpected makes its cases
 //! `setup-failed` and is killed, never left behind or used again.

@@ -371,6 +371,25 @@ pub fn listed(runtime: Runtime) -> bool {
     std::env::var(SKIP_VAR).is_ok_and(|list| list.split(',').any(|n| n.trim() == runtime.name()))
 }
 
+/// The runtimes that are neither on PATH nor left out on purpose, each with
+/// why: known before any program is built or run.
+pub fn absent() -> Vec<String> {
+    let mut out = Vec::new();
+    for &runtime in Runtime::ALL {
+        if listed(runtime) {
+            continue;
+        }
+        if let Some(names) = runtime
+            .tools()
+            .iter()
+            .find(|names| on_path(names).is_none())
+        {
+            out.push(format!("{} not found on PATH", names[0]));
+        }
+    }
+    out
+}
+
 /// Why a runtime's rows do not run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NotReady {
