@@ -77,6 +77,22 @@ proptest! {
         prop_assert_eq!(first, again, "{}", probe::format(&case));
     }
 
+    /// Who receives the traffic when two sockets hold one port is the same
+    /// every run: the verdict repeats, whatever the split of a balancing
+    /// kernel (cases without traffic are drawn again).
+    #[test]
+    fn delivery_verdicts_repeat(
+        case in select(runnable_where(|c| c.state.receives(c.proto)))
+    ) {
+        let first = run_case(&case);
+        prop_assume!(first.delivery.is_some());
+        let verdict = first.outcome.delivery();
+        for _ in 0..2 {
+            let again = run_case(&case);
+            prop_assert_eq!(again.outcome.delivery(), verdict, "{}", probe::format(&case));
+        }
+    }
+
     /// Cases running side by side answer as they do alone.
     fn concurrency_does_not_change_answers(cases in prop::collection::vec(select(runnable()), 2..24)) {
         let alone: Vec<Outcome> = cases.iter().map(|c| run_case(c).outcome).collect();

@@ -95,17 +95,22 @@ pub struct StateRow {
     /// stay in the kernel after every descriptor is closed), so its port is
     /// kept out of use afterwards.
     pub lingers: bool,
+    /// The protocols for which the first socket, in this state, receives
+    /// traffic while the second binds (a listener, a bound UDP socket):
+    /// those cases also count who receives new traffic (`run::delivery`).
+    pub receives: &'static [Proto],
 }
 
 const TCP: &[Proto] = &[Proto::Tcp];
 const UDP: &[Proto] = &[Proto::Udp];
 const TCP_UDP: &[Proto] = &[Proto::Tcp, Proto::Udp];
+const NONE: &[Proto] = &[];
 
 /// Declares `State` and `STATES` from one list, so that a state cannot
 /// exist without its row (and `run::state` cannot build without a recipe
 /// and a floor for it).
 macro_rules! states {
-    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal, $protos:expr, lingers: $lingers:literal;)*) => {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal, $protos:expr, lingers: $lingers:literal, receives: $receives:expr;)*) => {
         /// The state the first socket is in when the second socket binds.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum State {
@@ -114,7 +119,13 @@ macro_rules! states {
 
         /// Every state, in table order.
         pub const STATES: &[StateRow] = &[
-            $(StateRow { state: State::$variant, name: $name, protos: $protos, lingers: $lingers },)*
+            $(StateRow {
+                state: State::$variant,
+                name: $name,
+                protos: $protos,
+                lingers: $lingers,
+                receives: $receives,
+            },)*
         ];
 
         impl Named for State {
@@ -130,39 +141,39 @@ macro_rules! states {
 
 states! {
     /// `bind()` only.
-    Bound = "bound", TCP_UDP, lingers: false;
+    Bound = "bound", TCP_UDP, lingers: false, receives: UDP;
     /// Bound; once the second socket has bound too, the first listens, and
     /// only then the second: the order in which Linux lets two SO_REUSEADDR
     /// sockets bind and fails the second listen.
-    BoundThenListen = "bound-then-listen", TCP, lingers: false;
+    BoundThenListen = "bound-then-listen", TCP, lingers: false, receives: TCP;
     /// `bind()` + `listen()`.
-    Listening = "listening", TCP, lingers: false;
+    Listening = "listening", TCP, lingers: false, receives: TCP;
     /// Listening, with a connection completed but not yet accepted.
-    ListeningWithBacklog = "listening-with-backlog", TCP, lingers: false;
+    ListeningWithBacklog = "listening-with-backlog", TCP, lingers: false, receives: TCP;
     /// Listened, accepted a loopback connection, then the listener was
     /// closed while the accepted connection stays open: a server restart
     /// while clients are still connected.
-    Established = "established", TCP, lingers: false;
+    Established = "established", TCP, lingers: false, receives: NONE;
     /// As `Established`, then the peer closed and the holder did not: the
     /// accepted connection sits in CLOSE_WAIT (a server that never closes
     /// sockets its clients left).
-    CloseWait = "close-wait", TCP, lingers: false;
+    CloseWait = "close-wait", TCP, lingers: false, receives: NONE;
     /// As `Established`, then the holder closed and the peer stays silent:
     /// the holder's end sits in FIN_WAIT_2, as the mini-socket a closed
     /// socket becomes (see its recipe). Like TIME_WAIT it outlives the case
     /// (the peer's RST at teardown ends it, asynchronously).
-    FinWait2 = "fin-wait-2", TCP, lingers: true;
+    FinWait2 = "fin-wait-2", TCP, lingers: true, receives: NONE;
     /// As `Established`, then the accepted connection closed first and the
     /// peer after it, so the server side of the connection sits in TIME_WAIT.
-    TimeWait = "time-wait", TCP, lingers: true;
+    TimeWait = "time-wait", TCP, lingers: true, receives: NONE;
     /// TIME_WAIT on the active opener's side: the first socket is a client
     /// bound explicitly to the port, connected to a loopback listener, and
     /// it closed first.
-    TimeWaitClient = "time-wait-client", TCP, lingers: true;
+    TimeWaitClient = "time-wait-client", TCP, lingers: true, receives: NONE;
     /// Bound, then closed.
-    Closed = "closed", TCP, lingers: false;
+    Closed = "closed", TCP, lingers: false, receives: NONE;
     /// UDP: bound, then `connect()`ed to a loopback peer.
-    Connected = "connected", UDP, lingers: false;
+    Connected = "connected", UDP, lingers: false, receives: UDP;
 }
 
 impl State {
@@ -177,6 +188,11 @@ impl State {
 
     pub fn lingers(self) -> bool {
         self.row().lingers
+    }
+
+    /// Whether the first socket receives new traffic in this state.
+    pub fn receives(self, proto: Proto) -> bool {
+        self.row().receives.contains(&proto)
     }
 
     /// Every (protocol, state) pair, in table order.
@@ -287,6 +303,19 @@ impl Endpoint {
                 None if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
                 None => ip.into(),
             },
+        }
+    }
+
+    /// The loopback addresses at which a client reaches a socket bound
+    /// here: its own address, or for a wildcard 127.0.0.1 and, if the
+    /// socket takes IPv6, ::1 (v4-mapped addresses take IPv4 clients only).
+    pub fn reach(&self) -> Vec<IpAddr> {
+        let v4 = IpAddr::from(Ipv4Addr::LOCALHOST);
+        let v6 = IpAddr::from(Ipv6Addr::LOCALHOST);
+        match (self.is_wildcard(), self.family(), self.v6only) {
+            (true, Family::V6, Some(true)) => vec![v6],
+            (true, Family::V6, _) => vec![v4, v6],
+            _ => vec![self.peer_ip()],
         }
     }
 

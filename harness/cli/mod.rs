@@ -194,6 +194,11 @@ struct RunArgs {
     /// filter, a format or a pipe always gets every table).
     #[arg(long)]
     full: bool,
+    /// Print only the port takeovers of the selection: cases where a second
+    /// socket of another process or user receives traffic meant for a live
+    /// first socket, in probe grammar.
+    #[arg(long, conflicts_with_all = ["format", "full"])]
+    takeovers: bool,
     /// Worker threads (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,

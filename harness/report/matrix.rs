@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::table::{Note, Table};
+use super::table::{cell, Note, Table};
 use crate::outcome::{Outcome, Record, Skip, StateCheck};
 use crate::platform;
 use crate::scenario::{Endpoint, Holder, Named, Options, Proto, SockOpt, State, TableKey};
@@ -35,16 +35,24 @@ fn title(key: &TableKey) -> String {
     )
 }
 
-fn legend(key: &TableKey) -> String {
+fn legend(key: &TableKey) -> Vec<String> {
     let what = if key.proto == Proto::Tcp {
         "cell = second socket's bind()/listen() result (listen only tried after a bind that worked)"
     } else {
         "cell = second socket's bind() result"
     };
-    format!(
+    let mut lines = vec![format!(
         "{what}; rows = address pair and first socket's options; columns = second socket's options"
-    )
+    )];
+    if key.state.receives(key.proto) {
+        lines.push(DELIVERY_LEGEND.to_string());
+    }
+    lines
 }
+
+/// What a delivery mark says, under the title of every table that has them.
+const DELIVERY_LEGEND: &str = "→1, →2, →1+2, →∅ = who received new traffic to an address both \
+sockets share: the first socket, the second, both (balanced), neither";
 
 /// Index of `item` in `list`, appending it if new.
 fn position<T: PartialEq>(list: &mut Vec<T>, item: T) -> usize {
@@ -101,7 +109,8 @@ pub fn table(key: &TableKey, records: &[&Record]) -> Table {
             .filter(|(_, keep)| **keep)
             .map(|(c, _)| c.to_string()),
     );
-    let mut heading = vec![title(key), legend(key)];
+    let mut heading = vec![title(key)];
+    heading.extend(legend(key));
     // Absent at the defaults, so records made at the defaults stay as they are.
     let changed = platform::changed_settings();
     if !changed.is_empty() {
@@ -119,7 +128,7 @@ pub fn table(key: &TableKey, records: &[&Record]) -> Table {
                 line.push("-".to_string());
                 continue;
             };
-            let mut cell = outcome.cell();
+            let mut cell = cell(outcome);
             unverified |= matches!(
                 outcome,
                 Outcome::Ran {
@@ -217,7 +226,7 @@ pub fn restart_summary(records: &[Record]) -> Option<String> {
             (reuse, plain),
             (reuse, reuse),
         ] {
-            let answer = find(state, old, new).map_or("not run".into(), |r| r.outcome.cell());
+            let answer = find(state, old, new).map_or("not run".into(), |r| cell(&r.outcome));
             writeln!(
                 out,
                 "  old server {:<9}  new server {:<9}  -> {answer}",
@@ -266,7 +275,7 @@ pub fn digest(records: &[Record]) -> Table {
                         && (c.first.endpoint, c.second.endpoint) == (any, any)
                         && (c.first.options, c.second.options) == (options, options)
                 })
-                .map_or("-".to_string(), |r| r.outcome.cell());
+                .map_or("-".to_string(), |r| cell(&r.outcome));
             row.push(cell);
         }
         table.rows.push(row);
@@ -289,7 +298,7 @@ pub fn holders_differ(records: &[Record], a: Holder, b: Holder) -> (usize, usize
         if let Some(other) = of_b.get(&r.case) {
             if matches!(r.outcome, Outcome::Ran { .. }) && matches!(other, Outcome::Ran { .. }) {
                 compared += 1;
-                differ += usize::from(r.outcome.cell() != other.cell());
+                differ += usize::from(cell(&r.outcome) != cell(other));
             }
         }
     }
@@ -315,6 +324,7 @@ mod tests {
                 outcome: answer(&case),
                 case,
                 port: None,
+                delivery: None,
             })
             .collect()
     }
@@ -324,6 +334,7 @@ mod tests {
             bind: Err(OsError { code: 98 }),
             listen: None,
             check: StateCheck::Verified,
+            delivery: None,
         }
     }
 
@@ -383,6 +394,7 @@ mod tests {
                     bind: Ok(()),
                     listen: None,
                     check: StateCheck::Unverified,
+                    delivery: None,
                 }
             }
         });

@@ -177,6 +177,7 @@ fn hold_listening_with_backlog(case: &Case, port: u16, held: &mut Held) -> Resul
     expect_listening(&listener)?;
     held.first = Some(listener);
     held.abort_on_drop.push(client);
+    held.queued = Some(remote);
     expect_listener(case, port)?;
     // Its owner is not checked: a connection nobody accepted has no file,
     // and older kernels (6.1 here) report uid 0 for it.
