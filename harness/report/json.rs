@@ -52,6 +52,8 @@ pub fn record(record: &Record) -> Value {
         "state_verified": verified,
         "reason": record.outcome.reason(),
         "delivery": record.delivery.as_ref().map(delivery),
+        // The family of the first socket's peer, in the states that have one.
+        "peer": case.state.connects().then(|| if case.peer_ip().is_ipv4() { "v4" } else { "v6" }),
     })
 }
 

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use super::table::{cell, Note, Table};
 use crate::outcome::{Outcome, Record, Skip, StateCheck};
 use crate::platform;
-use crate::scenario::{Endpoint, Holder, Named, Options, Proto, SockOpt, State, TableKey};
+use crate::scenario::{Endpoint, Holder, Named, Options, Peer, Proto, SockOpt, State, TableKey};
 
 /// Matrix tables name a row by address pair and first socket's options.
 pub const KEY_COLUMNS: usize = 2;
@@ -70,7 +70,7 @@ fn position<T: PartialEq>(list: &mut Vec<T>, item: T) -> usize {
 /// left out and named once below the grid instead of filling it.
 pub fn table(key: &TableKey, records: &[&Record]) -> Table {
     let mut columns: Vec<Options> = Vec::new();
-    let mut rows: Vec<(Endpoint, Endpoint, Options)> = Vec::new();
+    let mut rows: Vec<(Endpoint, Option<Peer>, Endpoint, Options)> = Vec::new();
     let mut cells: BTreeMap<(usize, usize), &Outcome> = BTreeMap::new();
     for r in records {
         let col = position(&mut columns, r.case.second.options);
@@ -78,6 +78,7 @@ pub fn table(key: &TableKey, records: &[&Record]) -> Table {
             &mut rows,
             (
                 r.case.first.endpoint,
+                r.case.peer,
                 r.case.second.endpoint,
                 r.case.first.options,
             ),
@@ -93,14 +94,14 @@ pub fn table(key: &TableKey, records: &[&Record]) -> Table {
         .map(|c| !all_unsupported(&|_, cc| cc == c))
         .collect();
     let keep_row: Vec<bool> = (0..rows.len())
-        .map(|r| !all_unsupported(&|rr, _| rows[rr].2 == rows[r].2))
+        .map(|r| !all_unsupported(&|rr, _| rows[rr].3 == rows[r].3))
         .collect();
     let mut dropped: Vec<Options> = Vec::new();
     for (c, _) in keep_col.iter().enumerate().filter(|(_, keep)| !**keep) {
         position(&mut dropped, columns[c]);
     }
     for (r, _) in keep_row.iter().enumerate().filter(|(_, keep)| !**keep) {
-        position(&mut dropped, rows[r].2);
+        position(&mut dropped, rows[r].3);
     }
 
     let mut header = vec!["first -> second".to_string(), "first options".to_string()];
@@ -121,8 +122,10 @@ pub fn table(key: &TableKey, records: &[&Record]) -> Table {
     }
     let mut table = Table::new(heading, KEY_COLUMNS, header);
     let mut unverified = false;
-    for (ri, (a, b, opts)) in rows.iter().enumerate().filter(|(ri, _)| keep_row[*ri]) {
-        let mut line = vec![format!("{a} -> {b}"), opts.to_string()];
+    for (ri, (a, peer, b, opts)) in rows.iter().enumerate().filter(|(ri, _)| keep_row[*ri]) {
+        // A dual-stack first socket's rows say which peer it has.
+        let peer = peer.map_or(String::new(), |p| format!(" {}", p.name()));
+        let mut line = vec![format!("{a}{peer} -> {b}"), opts.to_string()];
         for ci in (0..columns.len()).filter(|ci| keep_col[*ci]) {
             let Some(outcome) = cells.get(&(ri, ci)) else {
                 line.push("-".to_string());

@@ -55,7 +55,7 @@ pub fn applies(case: &Case, outcome: &Outcome) -> bool {
 /// connect() chose: the loopback address its peer sits on.
 pub fn targets(case: &Case) -> Vec<IpAddr> {
     let first = match case.state {
-        State::Connected => vec![case.first.endpoint.peer_ip()],
+        State::Connected => vec![case.peer_ip()],
         _ => case.first.endpoint.reach(),
     };
     let second = case.second.endpoint.reach();
@@ -257,8 +257,9 @@ mod tests {
             ("tcp listening 127.0.0.1 127.0.0.2", &[]),
             ("udp bound ::ffff:0.0.0.0 ::/dual", &["127.0.0.1"]),
             ("udp bound ::1/dual 0.0.0.0", &[]),
-            ("udp connected ::/dual ::/dual", &["::1"]),
-            ("udp connected ::/dual 0.0.0.0", &[]),
+            ("udp connected ::/dual ::/dual v6-peer", &["::1"]),
+            ("udp connected ::/dual ::/dual v4-peer", &["127.0.0.1"]),
+            ("udp connected ::/dual 0.0.0.0 v6-peer", &[]),
             ("udp connected 0.0.0.0 ::/dual", &["127.0.0.1"]),
         ] {
             assert_eq!(targets(&case(text)), ips(want), "{text}");

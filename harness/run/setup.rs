@@ -201,7 +201,7 @@ pub fn connect_client(target: SocketAddr) -> Result<Socket, SetupError> {
 pub fn listen_and_connect(case: &Case, port: u16) -> Result<(Socket, Socket), SetupError> {
     let listener = bind_first(case, port)?;
     listen(&listener)?;
-    let client = connect_client(SocketAddr::new(case.first.endpoint.peer_ip(), port))?;
+    let client = connect_client(SocketAddr::new(case.peer_ip(), port))?;
     Ok((listener, client))
 }
 
