@@ -44,6 +44,7 @@ fn main() {
     let args = Arguments::from_args();
     let mut trials = trials![
         a_case_answers_the_same_twice,
+        delivery_verdicts_repeat,
         concurrency_does_not_change_answers,
         nothing_remains_bound_after_a_case,
         a_closed_socket_leaves_no_trace,
@@ -80,7 +81,6 @@ proptest! {
     /// Who receives the traffic when two sockets hold one port is the same
     /// every run: the verdict repeats, whatever the split of a balancing
     /// kernel (cases without traffic are drawn again).
-    #[test]
     fn delivery_verdicts_repeat(
         case in select(runnable_where(|c| c.state.receives(c.proto)))
     ) {

@@ -83,7 +83,7 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
             }
         },
         Format::Jsonl => {
-            // One write per line would be 142,884 writes for the matrix.
+            // One write per line would be a write per case (150,822 for the matrix).
             let mut out = io::BufWriter::new(&mut *out);
             for r in &records {
                 writeln!(out, "{}", json::record(r))?;

@@ -16,6 +16,13 @@ use crate::scenario::{Endpoint, Holder, Named, Options, Peer, Proto, SockOpt, St
 /// Matrix tables name a row by address pair and first socket's options.
 pub const KEY_COLUMNS: usize = 2;
 
+/// A row's first key column: `0.0.0.0 -> 127.0.0.1`, and for a dual-stack
+/// first socket with a peer `::/dual v4-peer -> 127.0.0.1`.
+pub fn pair_label(first: &Endpoint, peer: Option<Peer>, second: &Endpoint) -> String {
+    let peer = peer.map_or(String::new(), |p| format!(" {}", p.name()));
+    format!("{first}{peer} -> {second}")
+}
+
 /// Records sorted into their tables, in report order.
 pub fn tables(records: &[Record]) -> BTreeMap<TableKey, Vec<&Record>> {
     let mut map: BTreeMap<TableKey, Vec<&Record>> = BTreeMap::new();
@@ -123,9 +130,7 @@ pub fn table(key: &TableKey, records: &[&Record]) -> Table {
     let mut table = Table::new(heading, KEY_COLUMNS, header);
     let mut unverified = false;
     for (ri, (a, peer, b, opts)) in rows.iter().enumerate().filter(|(ri, _)| keep_row[*ri]) {
-        // A dual-stack first socket's rows say which peer it has.
-        let peer = peer.map_or(String::new(), |p| format!(" {}", p.name()));
-        let mut line = vec![format!("{a}{peer} -> {b}"), opts.to_string()];
+        let mut line = vec![pair_label(a, *peer, b), opts.to_string()];
         for ci in (0..columns.len()).filter(|ci| keep_col[*ci]) {
             let Some(outcome) = cells.get(&(ri, ci)) else {
                 line.push("-".to_string());
