@@ -11,9 +11,10 @@
 //! A kernel that balances (SO_REUSEPORT) picks a socket by a hash of the
 //! sender's address and port, so every connection and datagram comes from
 //! a fresh socket on a port the kernel picks. `ROUND` of them go first;
-//! when all of them reached one socket, `ROUND` more follow, so that a
-//! balancing kernel looks one-sided by chance with odds of 2^-31 at most.
-//! The split itself varies from run to run and is kept out of the answer.
+//! when all of them reached one socket, `CONFIRM` more follow, so that a
+//! balancing kernel looks one-sided by chance with odds of 2^-23 (about
+//! 350 balanced cases a run: once in 20,000 runs). The split itself varies
+//! from run to run and is kept out of the answer.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -29,8 +30,11 @@ use super::Holding;
 use crate::outcome::{Delivery, Outcome, Probe, Sender, Verdict};
 use crate::scenario::{Case, Proto, State};
 
-/// Connections or datagrams per round.
+/// Connections or datagrams sent to each shared address.
 pub const ROUND: u32 = 16;
+
+/// More of them when the first `ROUND` all reached one socket.
+pub const CONFIRM: u32 = 8;
 
 /// Whether `case`, answered `outcome`, gets the delivery step: both sockets
 /// took the port (and listen, for TCP), the first socket receives in its
@@ -75,11 +79,14 @@ pub(super) fn measure(
     let mut delivery = Delivery::default();
     for ip in targets(case) {
         let to = SocketAddr::new(ip, port);
-        let mut senders = vec![Sender::New];
-        if case.state == State::Connected {
-            senders.push(Sender::Peer);
-        }
-        for sender in senders {
+        // A connected UDP first socket takes only its peer's datagrams, and
+        // those decide the verdict (`Delivery::verdict`); new senders show
+        // where everybody else's go.
+        let senders: &[(Sender, bool)] = match case.state {
+            State::Connected => &[(Sender::New, false), (Sender::Peer, true)],
+            _ => &[(Sender::New, true)],
+        };
+        for &(sender, decides) in senders {
             let mut probe = Probe {
                 to: ip,
                 sender,
@@ -89,17 +96,23 @@ pub(super) fn measure(
                 refused: 0,
                 lost: 0,
             };
-            // Only new senders can be balanced: the peer's port is fixed.
-            let rounds = if sender == Sender::New { 2 } else { 1 };
-            for round in 0..rounds {
-                let one_sided = matches!(
-                    Verdict::of(probe.first, probe.second),
-                    Verdict::First | Verdict::Second
-                );
-                if round > 0 && !one_sided {
-                    break;
-                }
-                one_round(case.proto, to, sender, i, holding, binding, &mut probe)?;
+            let mut side = Sides {
+                proto: case.proto,
+                to,
+                sender,
+                i,
+                holding: &mut *holding,
+                binding: &mut *binding,
+            };
+            side.round(ROUND, &mut probe)?;
+            // Only new senders can be balanced (the peer's port is fixed),
+            // and only traffic that decides the verdict needs the odds.
+            let one_sided = matches!(
+                Verdict::of(probe.first, probe.second),
+                Verdict::First | Verdict::Second
+            );
+            if decides && sender == Sender::New && one_sided {
+                side.round(CONFIRM, &mut probe)?;
             }
             delivery.probes.push(probe);
         }
@@ -107,63 +120,69 @@ pub(super) fn measure(
     Ok(delivery)
 }
 
-/// `ROUND` connections or datagrams, then the count, bounded by `WAIT`.
-fn one_round(
+/// One probe's traffic and the two sockets that count it.
+struct Sides<'a> {
     proto: Proto,
     to: SocketAddr,
     sender: Sender,
+    /// The case's index in `holding`.
     i: usize,
-    holding: &mut dyn Holding,
-    binding: &mut dyn Binding,
-    probe: &mut Probe,
-) -> Result<(), String> {
-    // Kept open until counted, so that no port is reused within a round.
-    let mut clients: Vec<Socket> = Vec::new();
-    let mut refused = 0;
-    match sender {
-        Sender::Peer => {
-            let sent = holding.peer_sends(i, to, ROUND)?;
-            refused += ROUND - sent.min(ROUND);
-        }
-        Sender::New => {
-            for _ in 0..ROUND {
-                match new_client(proto, to) {
-                    Ok(client) => clients.push(client),
-                    Err(_) => refused += 1,
+    holding: &'a mut dyn Holding,
+    binding: &'a mut dyn Binding,
+}
+
+impl Sides<'_> {
+    /// `n` connections or datagrams, then the count, bounded by `WAIT`.
+    fn round(&mut self, n: u32, probe: &mut Probe) -> Result<(), String> {
+        let (proto, to, i) = (self.proto, self.to, self.i);
+        // Kept open until counted, so that no port is reused within a round.
+        let mut clients: Vec<Socket> = Vec::new();
+        let mut refused = 0;
+        match self.sender {
+            Sender::Peer => {
+                let sent = self.holding.peer_sends(i, to, n)?;
+                refused += n - sent.min(n);
+            }
+            Sender::New => {
+                for _ in 0..n {
+                    match new_client(proto, to) {
+                        Ok(client) => clients.push(client),
+                        Err(_) => refused += 1,
+                    }
                 }
             }
         }
-    }
-    let mut answered = vec![false; clients.len()];
-    let (mut first, mut second) = (0, 0);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        first += holding.drain(i)?;
-        second += binding.drain()?;
-        if proto == Proto::Udp {
-            // Port unreachable came back: nobody took that datagram.
-            for (client, done) in clients.iter().zip(answered.iter_mut()) {
-                if !*done && matches!(client.take_error(), Ok(Some(_))) {
-                    *done = true;
-                    refused += 1;
+        let mut answered = vec![false; clients.len()];
+        let (mut first, mut second) = (0, 0);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            first += self.holding.drain(i)?;
+            second += self.binding.drain()?;
+            if first + second + refused < n && proto == Proto::Udp {
+                // Port unreachable came back: nobody took that datagram.
+                for (client, done) in clients.iter().zip(answered.iter_mut()) {
+                    if !*done && matches!(client.take_error(), Ok(Some(_))) {
+                        *done = true;
+                        refused += 1;
+                    }
                 }
             }
+            if first + second + refused >= n || Instant::now() >= deadline {
+                break;
+            }
+            thread::yield_now();
         }
-        if first + second + refused >= ROUND || Instant::now() >= deadline {
-            break;
+        for client in &clients {
+            // TCP: an RST, so that neither end lingers in TIME_WAIT.
+            let _ = client.set_linger(Some(std::time::Duration::ZERO));
         }
-        thread::yield_now();
+        probe.sent += n;
+        probe.first += first;
+        probe.second += second;
+        probe.refused += refused;
+        probe.lost += n.saturating_sub(first + second + refused);
+        Ok(())
     }
-    for client in &clients {
-        // TCP: an RST, so that neither end lingers in TIME_WAIT.
-        let _ = client.set_linger(Some(std::time::Duration::ZERO));
-    }
-    probe.sent += ROUND;
-    probe.first += first;
-    probe.second += second;
-    probe.refused += refused;
-    probe.lost += ROUND.saturating_sub(first + second + refused);
-    Ok(())
 }
 
 /// A new client of the shared port: a connected TCP socket, or a UDP
