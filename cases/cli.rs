@@ -160,11 +160,18 @@ fn jsonl_has_one_object_per_case_with_the_documented_fields() {
         if !delivery.is_null() {
             assert_eq!(bind, "ok", "{v}");
             let verdict = delivery["verdict"].as_str().unwrap();
-            assert!(["first", "second", "both", "none"].contains(&verdict), "{v}");
+            assert!(
+                ["first", "second", "both", "none"].contains(&verdict),
+                "{v}"
+            );
             for p in delivery["probes"].as_array().unwrap() {
                 let n = |k: &str| p[k].as_u64().unwrap();
                 assert!(n("sent") >= 16, "{v}");
-                assert_eq!(n("sent"), n("first") + n("second") + n("refused") + n("lost"), "{v}");
+                assert_eq!(
+                    n("sent"),
+                    n("first") + n("second") + n("refused") + n("lost"),
+                    "{v}"
+                );
             }
         }
     }

@@ -163,9 +163,8 @@ pub fn takeover_count(records: &[Record]) -> String {
             .count()
     };
     format!(
-        "Port takeovers (a second socket of another user or process receives traffic meant for a \
-         live first socket): {} by another user, {} by another process of the same user \
-         (list: --takeovers).",
+        "Port takeovers: {} by another user, {} by another process of the same user \
+         (its second socket receives traffic meant for a live first socket; list: --takeovers).",
         count(Holder::OtherUser),
         count(Holder::OtherProcess)
     )
