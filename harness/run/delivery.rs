@@ -188,11 +188,20 @@ impl Sides<'_> {
 /// A new client of the shared port: a connected TCP socket, or a UDP
 /// socket connected to it (so that "port unreachable" comes back to it)
 /// that has sent one datagram.
+///
+/// The UDP client binds its address before it connects: connect() on a
+/// socket bound to a wildcard moves it to another chain of the kernel's
+/// UDP lookup table (Linux: udp_lib_rehash), and a lookup walking that
+/// chain on another CPU at that moment can miss a socket further down it.
+/// Then a datagram meant for a specific address fell through to a
+/// wildcard socket of another case (seen once in about 60 runs, with 256
+/// chains in the private namespace).
 fn new_client(proto: Proto, to: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(to), proto.into(), None)?;
     match proto {
         Proto::Tcp => socket.connect_timeout(&to.into(), WAIT)?,
         Proto::Udp => {
+            socket.bind(&SocketAddr::new(to.ip(), 0).into())?;
             socket.connect(&to.into())?;
             socket.send(b"x")?;
         }
