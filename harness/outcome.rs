@@ -288,10 +288,6 @@ impl Verdict {
         }
     }
 
-    pub fn from_name(word: &str) -> Option<Verdict> {
-        Verdict::ALL.iter().copied().find(|v| v.name() == word)
-    }
-
     /// The verdict for what each socket received.
     pub fn of(first: u32, second: u32) -> Verdict {
         match (first > 0, second > 0) {
