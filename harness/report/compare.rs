@@ -14,7 +14,7 @@ use std::fs;
 use std::path::Path;
 
 use super::lab::{self, Checked};
-use super::table::{aligned, split_cell, verified_form, Note, Table};
+use super::table::{aligned, disagree, split_cell, Note, Table};
 use super::Recorded;
 use crate::scenario::Holder;
 
@@ -150,8 +150,8 @@ pub struct Difference {
     pub answers: Vec<String>,
 }
 
-/// The cells where recorded platforms disagree. A trailing `?` (state not
-/// verified) does not count as a different answer.
+/// The cells where recorded platforms disagree (`table::disagree`: a `?`,
+/// or a delivery mark one side lacks, is no difference).
 pub fn differences(recorded: &RecordedTables) -> Vec<Difference> {
     let table_names: BTreeSet<&String> = recorded.values().flat_map(|t| t.keys()).collect();
     let mut out = Vec::new();
@@ -164,8 +164,7 @@ pub fn differences(recorded: &RecordedTables) -> Vec<Difference> {
             let answers: Vec<String> = (recorded.values())
                 .map(|t| t.get(name).map_or_else(|| "-".into(), |a| a.get(cell)))
                 .collect();
-            let distinct: BTreeSet<String> = answers.iter().map(|a| verified_form(a)).collect();
-            if distinct.len() > 1 {
+            if disagree(&answers) {
                 out.push(Difference {
                     table: name.clone(),
                     cell: cell.clone(),
@@ -192,7 +191,9 @@ pub fn unrecorded(recorded: &RecordedTables) -> Vec<&'static str> {
 pub fn takeovers(recorded: &RecordedTables) -> Vec<(String, usize, usize)> {
     let mut out = Vec::new();
     // A kernel line's folder holds only the tables where it differs.
-    let platforms = recorded.iter().filter(|(os, _)| EXPECTED.contains(&os.as_str()));
+    let platforms = recorded
+        .iter()
+        .filter(|(os, _)| EXPECTED.contains(&os.as_str()));
     for (os, tables) in platforms {
         let (mut user, mut process) = (0, 0);
         for (name, answers) in tables {
