@@ -94,7 +94,7 @@ fn bad_input_is_one_line_and_exit_code_2() {
         rejects(&words(args), naming);
     }
     // One quoted word that holds too few words.
-    rejects(&["probe", "tcp bound 127.0.0.1"], "expected 4 or 5 words");
+    rejects(&["probe", "tcp bound 127.0.0.1"], "expected 4 to 6 words");
     // Control characters in the input do not split the message.
     rejects(&["--state", "time\nwait"], "time?wait");
 }
@@ -155,7 +155,30 @@ fn jsonl_has_one_object_per_case_with_the_documented_fields() {
             "{v}"
         );
         assert!(v["listen"].is_null(), "UDP never listens: {v}");
+        // Traffic only after a bind that worked; every datagram accounted.
+        let delivery = &v["delivery"];
+        if !delivery.is_null() {
+            assert_eq!(bind, "ok", "{v}");
+            let verdict = delivery["verdict"].as_str().unwrap();
+            assert!(
+                ["first", "second", "both", "none"].contains(&verdict),
+                "{v}"
+            );
+            for p in delivery["probes"].as_array().unwrap() {
+                let n = |k: &str| p[k].as_u64().unwrap();
+                assert!(n("sent") >= 16, "{v}");
+                assert_eq!(
+                    n("sent"),
+                    n("first") + n("second") + n("refused") + n("lost"),
+                    "{v}"
+                );
+            }
+        }
     }
+    assert!(
+        lines.iter().any(|v| !v["delivery"].is_null()),
+        "UDP sockets that share 127.0.0.1 get traffic"
+    );
     let err = stderr(&out);
     assert!(
         err.contains("cases in") && err.contains(" s on "),
@@ -262,6 +285,29 @@ fn explain_shows_the_answer_here_and_every_platform() {
         "{text}"
     );
     assert!(text.contains("\nrules:\n  accepted-inherits: "), "{text}");
+}
+
+/// Every takeover `--takeovers` lists is one `probe` calls a takeover too.
+fn takeovers_are_cases_probe_confirms() {
+    let out = addrinuse(&words(
+        "--takeovers --proto udp --state bound --group v4 --holder other-process",
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    if text.starts_with("No port takeovers") {
+        // A platform where the first socket keeps its traffic.
+        return;
+    }
+    assert!(text.starts_with("Port takeovers: "), "{text}");
+    let listed: Vec<&str> = text.lines().skip(1).collect();
+    assert!(!listed.is_empty(), "{text}");
+    let case = listed[0].trim().split("  ").next().unwrap();
+    let probe = addrinuse(&["probe", case]);
+    assert!(
+        stdout(&probe).contains("(a port takeover)"),
+        "{case}: {}",
+        stdout(&probe)
+    );
 }
 
 fn table_output_starts_with_every_fact_then_the_restart_question() {
@@ -596,6 +642,7 @@ fn main() {
         tcp_jsonl_reports_listen_only_after_a_successful_bind,
         probe_agrees_with_the_matrix,
         explain_shows_the_answer_here_and_every_platform,
+        takeovers_are_cases_probe_confirms,
         table_output_starts_with_every_fact_then_the_restart_question,
         compare_shows_exactly_the_cells_that_differ,
         compare_with_one_platform_names_those_not_recorded,

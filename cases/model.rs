@@ -135,7 +135,7 @@ fn random_cases_run_here_agree_with_the_model() -> Result<Completion, Failed> {
     };
     proptest::test_runner::TestRunner::new(config)
         .run(&select(drawable), |case| {
-            let real = run::run_case(&case).outcome.cell();
+            let real = run::run_case(&case).outcome.answer();
             let predicted = here.predict(&case).answer.cell();
             prop_assert_eq!(
                 model::answer_part(&real),

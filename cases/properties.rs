@@ -44,6 +44,7 @@ fn main() {
     let args = Arguments::from_args();
     let mut trials = trials![
         a_case_answers_the_same_twice,
+        delivery_verdicts_repeat,
         concurrency_does_not_change_answers,
         nothing_remains_bound_after_a_case,
         a_closed_socket_leaves_no_trace,
@@ -75,6 +76,21 @@ proptest! {
         let first = run_case(&case).outcome;
         let again = run_case(&case).outcome;
         prop_assert_eq!(first, again, "{}", probe::format(&case));
+    }
+
+    /// Who receives the traffic when two sockets hold one port is the same
+    /// every run: the verdict repeats, whatever the split of a balancing
+    /// kernel (cases without traffic are drawn again).
+    fn delivery_verdicts_repeat(
+        case in select(runnable_where(|c| c.state.receives(c.proto)))
+    ) {
+        let first = run_case(&case);
+        prop_assume!(first.delivery.is_some());
+        let verdict = first.outcome.delivery();
+        for _ in 0..2 {
+            let again = run_case(&case);
+            prop_assert_eq!(again.outcome.delivery(), verdict, "{}", probe::format(&case));
+        }
     }
 
     /// Cases running side by side answer as they do alone.

@@ -34,6 +34,7 @@ fn loopback_case(proto: Proto, state: State) -> Case {
         holder: Holder::SameProcess,
         first: spec,
         second: spec,
+        peer: None,
     }
 }
 

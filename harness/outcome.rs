@@ -3,9 +3,10 @@
 
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
 
 use crate::platform;
-use crate::scenario::{Case, SockOpt};
+use crate::scenario::{Case, Holder, SockOpt};
 
 /// A failed syscall: its stable name (`EADDRINUSE`) and the raw OS code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -138,6 +139,9 @@ pub enum Outcome {
         /// `None` for UDP, and for TCP when the bind failed.
         listen: Option<Result<(), OsError>>,
         check: StateCheck,
+        /// Who received the traffic sent to the shared port afterwards,
+        /// when both sockets could receive it (`delivery::applies`).
+        delivery: Option<Verdict>,
     },
     /// The OS refused a requested option at `setsockopt()` time (Windows:
     /// SO_REUSEADDR together with SO_EXCLUSIVEADDRUSE). That is the answer.
@@ -189,14 +193,16 @@ impl Outcome {
         }
     }
 
-    /// A table cell: `ok`, `EADDRINUSE`, `ok/EADDRINUSE` (bind/listen),
-    /// a `?` suffix when the state could not be verified.
-    pub fn cell(&self) -> String {
+    /// The answer part of a table cell: `ok`, `EADDRINUSE`, `ok/EADDRINUSE`
+    /// (bind/listen), a `?` suffix when the state could not be verified.
+    /// The whole cell adds the delivery mark (`report::table::cell`).
+    pub fn answer(&self) -> String {
         match self {
             Outcome::Ran {
                 bind,
                 listen,
                 check,
+                ..
             } => {
                 let mut cell = step(bind);
                 if let Some(listen) = listen {
@@ -241,13 +247,143 @@ impl Outcome {
             Outcome::Ran { .. } => None,
         }
     }
+
+    /// Who received the traffic, when delivery was tried.
+    pub fn delivery(&self) -> Option<Verdict> {
+        match self {
+            Outcome::Ran { delivery, .. } => *delivery,
+            _ => None,
+        }
+    }
 }
 
-/// A case with its answer, and the port it used (not part of the answer:
-/// it differs from run to run).
+/// Who received the traffic sent to a port two sockets hold: the one-word
+/// answer of the delivery step (`run::delivery`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Only the first socket (the one that held the port first).
+    First,
+    /// Only the second socket.
+    Second,
+    /// Both received some (the kernel balances; the split is in `Delivery`).
+    Both,
+    /// Neither: every connection was refused or every datagram lost.
+    None,
+}
+
+impl Verdict {
+    pub const ALL: &'static [Verdict] = &[
+        Verdict::First,
+        Verdict::Second,
+        Verdict::Both,
+        Verdict::None,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::First => "first",
+            Verdict::Second => "second",
+            Verdict::Both => "both",
+            Verdict::None => "none",
+        }
+    }
+
+    /// The verdict for what each socket received.
+    pub fn of(first: u32, second: u32) -> Verdict {
+        match (first > 0, second > 0) {
+            (true, false) => Verdict::First,
+            (false, true) => Verdict::Second,
+            (true, true) => Verdict::Both,
+            (false, false) => Verdict::None,
+        }
+    }
+
+    /// Whether the second socket received any of the traffic.
+    pub fn reaches_second(self) -> bool {
+        matches!(self, Verdict::Second | Verdict::Both)
+    }
+
+    /// A port takeover: the second socket belongs to another process (or
+    /// another user) than the live first socket, and receives traffic
+    /// meant for it.
+    pub fn is_takeover(self, holder: Holder) -> bool {
+        holder != Holder::SameProcess && self.reaches_second()
+    }
+}
+
+/// Who sent the traffic of one delivery probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Sender {
+    /// New clients (fresh sockets on ports the kernel picks): what a server
+    /// on the port expects.
+    New,
+    /// The peer a connected UDP first socket is connected to: the only
+    /// sender it receives from.
+    Peer,
+}
+
+impl Sender {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sender::New => "new",
+            Sender::Peer => "peer",
+        }
+    }
+}
+
+/// The traffic sent to one address of the shared port, and who got it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub to: IpAddr,
+    pub sender: Sender,
+    /// Connections opened (TCP) or datagrams sent (UDP).
+    pub sent: u32,
+    /// Accepted (TCP) or received (UDP) by the first socket.
+    pub first: u32,
+    /// Accepted or received by the second socket.
+    pub second: u32,
+    /// TCP: connect() refused or reset; UDP: the kernel answered "port
+    /// unreachable" (nobody took the datagram).
+    pub refused: u32,
+    /// Connected or sent, and received by neither socket within the wait.
+    pub lost: u32,
+}
+
+/// What the delivery step measured: one probe per address and sender.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub probes: Vec<Probe>,
+}
+
+impl Delivery {
+    /// Who received the traffic meant for the first socket: everything
+    /// sent to the shared addresses, or, for a connected UDP first socket,
+    /// what its peer sent (it receives from nobody else).
+    pub fn verdict(&self) -> Verdict {
+        let peer = self.probes.iter().any(|p| p.sender == Sender::Peer);
+        let meant = self
+            .probes
+            .iter()
+            .filter(|p| !peer || p.sender == Sender::Peer);
+        let (first, second) = meant.fold((0, 0), |(f, s), p| (f + p.first, s + p.second));
+        Verdict::of(first, second)
+    }
+}
+
+/// A case with its answer, the port it used and the traffic it counted
+/// (neither is part of the answer: the port differs from run to run, and
+/// so does the split of a balancing kernel; the verdict is in `outcome`).
 #[derive(Clone, Debug)]
 pub struct Record {
     pub case: Case,
     pub outcome: Outcome,
     pub port: Option<u16>,
+    pub delivery: Option<Delivery>,
+}
+
+impl Record {
+    /// Whether this case is a port takeover (`Verdict::is_takeover`).
+    pub fn is_takeover(&self) -> bool {
+        (self.outcome.delivery()).is_some_and(|v| v.is_takeover(self.case.holder))
+    }
 }

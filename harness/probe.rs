@@ -1,9 +1,11 @@
 //! The one-case text grammar of `addrinuse probe`:
 //!
 //! ```text
-//! PROTO STATE FIRST SECOND [HOLDER]
+//! PROTO STATE FIRST SECOND [HOLDER] [PEER]
 //! socket := ADDRESS[/v6only|/dual][+OPTION...]
 //! HOLDER := same-process (default) | other-process | other-user
+//! PEER   := v4-peer | v6-peer   (a ::/dual first socket in a state with a
+//!                                peer needs one; no other case takes one)
 //! ```
 //!
 //! e.g. `tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0+reuseaddr` or
@@ -14,12 +16,12 @@
 use std::net::IpAddr;
 
 use crate::scenario::{
-    is_loopback_or_wildcard, Case, Endpoint, Holder, Named, Options, Proto, SockOpt, SocketSpec,
-    State,
+    is_loopback_or_wildcard, Case, Endpoint, Holder, Named, Options, Peer, Proto, SockOpt,
+    SocketSpec, State,
 };
 
 pub const GRAMMAR: &str =
-    "PROTO STATE FIRST SECOND [HOLDER], socket = ADDRESS[/v6only|/dual][+OPTION...]";
+    "PROTO STATE FIRST SECOND [HOLDER] [PEER], socket = ADDRESS[/v6only|/dual][+OPTION...]";
 
 /// Parse one socket: `::1/v6only+reuseaddr`.
 pub fn parse_socket(text: &str) -> Result<SocketSpec, String> {
@@ -82,25 +84,36 @@ pub fn parse_socket(text: &str) -> Result<SocketSpec, String> {
 /// Parse a whole case from its words.
 pub fn parse(words: &[String]) -> Result<Case, String> {
     let words: Vec<&str> = words.iter().flat_map(|w| w.split_whitespace()).collect();
-    let (proto, state, first, second, holder) = match words[..] {
-        [p, s, a, b] => (p, s, a, b, Holder::SameProcess.name()),
-        [p, s, a, b, h] => (p, s, a, b, h),
+    let (proto, state, first, second, rest) = match words[..] {
+        [p, s, a, b, ref rest @ ..] if rest.len() <= 2 => (p, s, a, b, rest),
         _ => {
             return Err(format!(
-                "expected 4 or 5 words ({GRAMMAR}), got {}",
+                "expected 4 to 6 words ({GRAMMAR}), got {}",
                 words.len()
             ))
         }
     };
     let proto = Proto::parse_name(proto)?;
     let state = State::parse_name(state)?;
-    let holder = Holder::parse_name(holder)?;
+    // The optional words, in either order: a holder and a peer family.
+    let mut holder = None;
+    let mut peer = None;
+    for &word in rest {
+        if let Ok(p) = Peer::parse_name(word) {
+            if peer.replace(p).is_some() {
+                return Err(format!("two peer families: {}", rest.join(" ")));
+            }
+        } else if holder.replace(Holder::parse_name(word)?).is_some() {
+            return Err(format!("two holders: {}", rest.join(" ")));
+        }
+    }
     let case = Case {
         proto,
         state,
-        holder,
+        holder: holder.unwrap_or(Holder::SameProcess),
         first: parse_socket(first)?,
         second: parse_socket(second)?,
+        peer,
     };
     match case.invalid_reason() {
         Some(why) => Err(why),
@@ -129,6 +142,10 @@ pub fn format(case: &Case) -> String {
         text.push(' ');
         text.push_str(case.holder.name());
     }
+    if let Some(peer) = case.peer {
+        text.push(' ');
+        text.push_str(peer.name());
+    }
     text
 }
 
@@ -151,7 +168,27 @@ mod tests {
 
     /// Each bad input and a piece of the one-line message it gets.
     const REJECTED: &[(&str, &str)] = &[
-        ("tcp bound 127.0.0.1", "expected 4 or 5 words"),
+        ("tcp bound 127.0.0.1", "expected 4 to 6 words"),
+        (
+            "tcp established ::/dual 127.0.0.1",
+            "say v4-peer or v6-peer",
+        ),
+        (
+            "tcp established 0.0.0.0 127.0.0.1 v4-peer",
+            "applies only to a dual-stack wildcard",
+        ),
+        (
+            "tcp listening ::/dual 127.0.0.1 v6-peer",
+            "applies only to a dual-stack wildcard",
+        ),
+        (
+            "tcp established ::/dual ::/dual v4-peer v6-peer",
+            "two peer families",
+        ),
+        (
+            "tcp bound 127.0.0.1 127.0.0.1 other-user same-process",
+            "two holders",
+        ),
         (
             "tcp timewait 127.0.0.1 127.0.0.1",
             "unknown state 'timewait'",
@@ -193,6 +230,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_peer_and_the_holder_may_come_in_either_order() {
+        let a = parse(&words("tcp time-wait ::/dual 127.0.0.1 v4-peer other-user")).unwrap();
+        let b = parse(&words("tcp time-wait ::/dual 127.0.0.1 other-user v4-peer")).unwrap();
+        assert_eq!(a, b);
+        assert_eq!((a.peer, a.holder), (Some(Peer::V4), Holder::OtherUser));
     }
 
     #[test]

@@ -95,17 +95,26 @@ pub struct StateRow {
     /// stay in the kernel after every descriptor is closed), so its port is
     /// kept out of use afterwards.
     pub lingers: bool,
+    /// The protocols for which the first socket, in this state, receives
+    /// traffic while the second binds (a listener, a bound UDP socket):
+    /// those cases also count who receives new traffic (`run::delivery`).
+    pub receives: &'static [Proto],
+    /// The first socket is (or was) connected to a loopback peer. A
+    /// dual-stack wildcard first socket can have an IPv4 or an IPv6 peer,
+    /// and the two are different cases (`Peer`).
+    pub connects: bool,
 }
 
 const TCP: &[Proto] = &[Proto::Tcp];
 const UDP: &[Proto] = &[Proto::Udp];
 const TCP_UDP: &[Proto] = &[Proto::Tcp, Proto::Udp];
+const NONE: &[Proto] = &[];
 
 /// Declares `State` and `STATES` from one list, so that a state cannot
 /// exist without its row (and `run::state` cannot build without a recipe
 /// and a floor for it).
 macro_rules! states {
-    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal, $protos:expr, lingers: $lingers:literal;)*) => {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal, $protos:expr, lingers: $lingers:literal, receives: $receives:expr, connects: $connects:literal;)*) => {
         /// The state the first socket is in when the second socket binds.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum State {
@@ -114,7 +123,14 @@ macro_rules! states {
 
         /// Every state, in table order.
         pub const STATES: &[StateRow] = &[
-            $(StateRow { state: State::$variant, name: $name, protos: $protos, lingers: $lingers },)*
+            $(StateRow {
+                state: State::$variant,
+                name: $name,
+                protos: $protos,
+                lingers: $lingers,
+                receives: $receives,
+                connects: $connects,
+            },)*
         ];
 
         impl Named for State {
@@ -130,39 +146,39 @@ macro_rules! states {
 
 states! {
     /// `bind()` only.
-    Bound = "bound", TCP_UDP, lingers: false;
+    Bound = "bound", TCP_UDP, lingers: false, receives: UDP, connects: false;
     /// Bound; once the second socket has bound too, the first listens, and
     /// only then the second: the order in which Linux lets two SO_REUSEADDR
     /// sockets bind and fails the second listen.
-    BoundThenListen = "bound-then-listen", TCP, lingers: false;
+    BoundThenListen = "bound-then-listen", TCP, lingers: false, receives: TCP, connects: false;
     /// `bind()` + `listen()`.
-    Listening = "listening", TCP, lingers: false;
+    Listening = "listening", TCP, lingers: false, receives: TCP, connects: false;
     /// Listening, with a connection completed but not yet accepted.
-    ListeningWithBacklog = "listening-with-backlog", TCP, lingers: false;
+    ListeningWithBacklog = "listening-with-backlog", TCP, lingers: false, receives: TCP, connects: false;
     /// Listened, accepted a loopback connection, then the listener was
     /// closed while the accepted connection stays open: a server restart
     /// while clients are still connected.
-    Established = "established", TCP, lingers: false;
+    Established = "established", TCP, lingers: false, receives: NONE, connects: true;
     /// As `Established`, then the peer closed and the holder did not: the
     /// accepted connection sits in CLOSE_WAIT (a server that never closes
     /// sockets its clients left).
-    CloseWait = "close-wait", TCP, lingers: false;
+    CloseWait = "close-wait", TCP, lingers: false, receives: NONE, connects: true;
     /// As `Established`, then the holder closed and the peer stays silent:
     /// the holder's end sits in FIN_WAIT_2, as the mini-socket a closed
     /// socket becomes (see its recipe). Like TIME_WAIT it outlives the case
     /// (the peer's RST at teardown ends it, asynchronously).
-    FinWait2 = "fin-wait-2", TCP, lingers: true;
+    FinWait2 = "fin-wait-2", TCP, lingers: true, receives: NONE, connects: true;
     /// As `Established`, then the accepted connection closed first and the
     /// peer after it, so the server side of the connection sits in TIME_WAIT.
-    TimeWait = "time-wait", TCP, lingers: true;
+    TimeWait = "time-wait", TCP, lingers: true, receives: NONE, connects: true;
     /// TIME_WAIT on the active opener's side: the first socket is a client
     /// bound explicitly to the port, connected to a loopback listener, and
     /// it closed first.
-    TimeWaitClient = "time-wait-client", TCP, lingers: true;
+    TimeWaitClient = "time-wait-client", TCP, lingers: true, receives: NONE, connects: true;
     /// Bound, then closed.
-    Closed = "closed", TCP, lingers: false;
+    Closed = "closed", TCP, lingers: false, receives: NONE, connects: false;
     /// UDP: bound, then `connect()`ed to a loopback peer.
-    Connected = "connected", UDP, lingers: false;
+    Connected = "connected", UDP, lingers: false, receives: UDP, connects: true;
 }
 
 impl State {
@@ -177,6 +193,16 @@ impl State {
 
     pub fn lingers(self) -> bool {
         self.row().lingers
+    }
+
+    /// Whether the first socket has (or had) a loopback peer in this state.
+    pub fn connects(self) -> bool {
+        self.row().connects
+    }
+
+    /// Whether the first socket receives new traffic in this state.
+    pub fn receives(self, proto: Proto) -> bool {
+        self.row().receives.contains(&proto)
     }
 
     /// Every (protocol, state) pair, in table order.
@@ -208,6 +234,49 @@ impl Named for Family {
             Family::V4 => "v4",
             Family::V6 => "v6",
             Family::Mapped => "mapped",
+        }
+    }
+}
+
+/// The address family of the loopback peer a first socket is connected to
+/// (or was: a TIME_WAIT end remembers it). Only a dual-stack wildcard
+/// (`::/dual`) takes peers of both families, and the accepted connection
+/// then holds `::ffff:127.0.0.1` or `::1`: different answers. Every other
+/// first socket's peer is the loopback address of its own family
+/// (`Endpoint::peer_ip`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Peer {
+    /// The peer is 127.0.0.1.
+    V4,
+    /// The peer is ::1.
+    V6,
+}
+
+impl Named for Peer {
+    const WHAT: &'static str = "peer";
+    const ALL: &'static [Peer] = &[Peer::V4, Peer::V6];
+
+    fn name(self) -> &'static str {
+        match self {
+            Peer::V4 => "v4-peer",
+            Peer::V6 => "v6-peer",
+        }
+    }
+}
+
+impl Peer {
+    pub fn ip(self) -> IpAddr {
+        match self {
+            Peer::V4 => Ipv4Addr::LOCALHOST.into(),
+            Peer::V6 => Ipv6Addr::LOCALHOST.into(),
+        }
+    }
+
+    /// `v4` or `v6`: the family alone (machine output).
+    pub fn family(self) -> &'static str {
+        match self {
+            Peer::V4 => "v4",
+            Peer::V6 => "v6",
         }
     }
 }
@@ -287,6 +356,29 @@ impl Endpoint {
                 None if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
                 None => ip.into(),
             },
+        }
+    }
+
+    /// The loopback addresses at which a client reaches a socket bound
+    /// here: its own address, or for a wildcard 127.0.0.1 and, if the
+    /// socket takes IPv6, ::1 (v4-mapped addresses take IPv4 clients only).
+    pub fn reach(&self) -> Vec<IpAddr> {
+        let v4 = IpAddr::from(Ipv4Addr::LOCALHOST);
+        let v6 = IpAddr::from(Ipv6Addr::LOCALHOST);
+        match (self.is_wildcard(), self.family(), self.v6only) {
+            (true, Family::V6, Some(true)) => vec![v6],
+            (true, Family::V6, _) => vec![v4, v6],
+            _ => vec![self.peer_ip()],
+        }
+    }
+
+    /// The peers a first socket bound here can be connected to: both
+    /// families for a dual-stack wildcard, else none to choose from.
+    pub fn peer_choices(&self) -> &'static [Option<Peer>] {
+        if self.is_wildcard() && self.family() == Family::V6 && self.v6only == Some(false) {
+            &[Some(Peer::V4), Some(Peer::V6)]
+        } else {
+            &[None]
         }
     }
 
@@ -507,6 +599,9 @@ pub struct Case {
     pub holder: Holder,
     pub first: SocketSpec,
     pub second: SocketSpec,
+    /// The family of the first socket's peer, where it has a choice
+    /// (`Endpoint::peer_choices`, in a state that `connects`).
+    pub peer: Option<Peer>,
 }
 
 /// The address group a pair of endpoints belongs to: one snapshot table per
@@ -561,7 +656,7 @@ impl Group {
     }
 }
 
-value_enum!(Proto, State, Holder, Family, Group);
+value_enum!(Proto, State, Holder, Family, Group, Peer);
 
 impl Case {
     pub fn group(&self) -> Group {
@@ -578,6 +673,23 @@ impl Case {
         }
     }
 
+    /// The peers this case's first socket can have: a choice for a
+    /// dual-stack wildcard in a state that connects, else `[None]`.
+    pub fn peer_choices(&self) -> &'static [Option<Peer>] {
+        if self.state.connects() {
+            self.first.endpoint.peer_choices()
+        } else {
+            &[None]
+        }
+    }
+
+    /// The loopback address of the first socket's peer (its client, or
+    /// for `time-wait-client` and `connected` the socket it connects to).
+    pub fn peer_ip(&self) -> IpAddr {
+        self.peer
+            .map_or_else(|| self.first.endpoint.peer_ip(), Peer::ip)
+    }
+
     /// Why this case cannot be requested at all, if so (probe input).
     pub fn invalid_reason(&self) -> Option<String> {
         if !self.state.exists_for(self.proto) {
@@ -591,6 +703,21 @@ impl Case {
             if let Some(why) = spec.endpoint.invalid_reason() {
                 return Some(format!("{which} socket: {why}"));
             }
+        }
+        if !self.peer_choices().contains(&self.peer) {
+            return Some(match self.peer {
+                Some(_) => format!(
+                    "a peer family applies only to a dual-stack wildcard first socket \
+                     (::/dual) in a state with a peer, not {} {}",
+                    self.first.endpoint,
+                    self.state.name()
+                ),
+                None => format!(
+                    "{} {} takes clients of both families: say v4-peer or v6-peer",
+                    self.first.endpoint,
+                    self.state.name()
+                ),
+            });
         }
         None
     }
@@ -613,22 +740,30 @@ pub fn matrix() -> Vec<Case> {
 fn cases_of(proto: Proto, state: State, holder: Holder) -> Vec<Case> {
     let mut cases = Vec::new();
     for &a in ENDPOINTS {
-        for &b in ENDPOINTS {
-            for &oa in OPTION_SETS {
-                for &ob in OPTION_SETS {
-                    cases.push(Case {
-                        proto,
-                        state,
-                        holder,
-                        first: SocketSpec {
-                            endpoint: a,
-                            options: oa,
-                        },
-                        second: SocketSpec {
-                            endpoint: b,
-                            options: ob,
-                        },
-                    });
+        let peers = if state.connects() {
+            a.peer_choices()
+        } else {
+            &[None]
+        };
+        for &peer in peers {
+            for &b in ENDPOINTS {
+                for &oa in OPTION_SETS {
+                    for &ob in OPTION_SETS {
+                        cases.push(Case {
+                            proto,
+                            state,
+                            holder,
+                            first: SocketSpec {
+                                endpoint: a,
+                                options: oa,
+                            },
+                            second: SocketSpec {
+                                endpoint: b,
+                                options: ob,
+                            },
+                            peer,
+                        });
+                    }
                 }
             }
         }

@@ -21,7 +21,7 @@ pub fn exec(words: &[String], out: &mut dyn Write) -> Done {
     let kernel = facts.get("kernel").cloned().unwrap_or_default();
     let here = Platform::of_machine(platform::OS, &kernel);
     writeln!(out, "{}", probe::format(&case))?;
-    let mut answer = record.outcome.cell();
+    let mut answer = addrinuse::report::table::cell(&record.outcome);
     if let Some(reason) = record.outcome.reason() {
         answer.push_str(&format!(" ({reason})"));
     }

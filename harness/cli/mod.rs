@@ -84,11 +84,16 @@ Cells: ok, an error name (EADDRINUSE, ...), bind/listen for TCP (ok/EADDRINUSE: 
 listen() failed), first-bind:E..., first-connect:E... or first-listen:E... (the kernel refused the
 first socket),
 skipped[n] or setup-failed[n] with the reason in note n, unsupported (the option does not exist on
-this OS), a trailing ? when the first socket's state could not be verified.
+this OS), a trailing ? when the first socket's state could not be verified. After a second
+socket that took the port, while the first still receives, a mark says who received new traffic
+to an address both share: ok/ok→1 (the first socket), →2 (the second), →1+2 (both, balanced),
+→∅ (neither). --takeovers lists the cases where another process's or user's second socket
+received traffic meant for the first.
 
 Probe grammar: {grammar}
   addrinuse probe tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0+reuseaddr
   addrinuse probe udp bound ::/dual 127.0.0.1+reuseport other-user
+  addrinuse probe tcp established ::/dual 127.0.0.1 v4-peer
   addrinuse explain tcp time-wait 0.0.0.0 0.0.0.0+reuseaddr   (why, per platform)
 IPv6 addresses need /v6only or /dual; options: {options};
 holders: {holders} (the first is the default; other-user needs root).
@@ -118,8 +123,8 @@ pub struct Cli {
 enum Command {
     /// Run one case written as text, e.g. `tcp time-wait 0.0.0.0+reuseaddr 0.0.0.0`.
     Probe {
-        /// PROTO STATE FIRST SECOND [HOLDER] (as separate words or one quoted string).
-        #[arg(required = true, num_args = 1.., value_name = "PROTO STATE FIRST SECOND [HOLDER]")]
+        /// PROTO STATE FIRST SECOND [HOLDER] [PEER] (as separate words or one quoted string).
+        #[arg(required = true, num_args = 1.., value_name = "PROTO STATE FIRST SECOND [HOLDER] [PEER]")]
         case: Vec<String>,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
@@ -194,6 +199,11 @@ struct RunArgs {
     /// filter, a format or a pipe always gets every table).
     #[arg(long)]
     full: bool,
+    /// Print only the port takeovers of the selection: cases where a second
+    /// socket of another process or user receives traffic meant for a live
+    /// first socket, in probe grammar.
+    #[arg(long, conflicts_with_all = ["format", "full"])]
+    takeovers: bool,
     /// Worker threads (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,

@@ -44,7 +44,7 @@ pub fn exec(args: Args, out: &mut dyn Write) -> Done {
     });
     written?;
     if let Some(reason) = story.new_server.reason() {
-        writeln!(out, "  {}: {reason}", story.new_server.cell())?;
+        writeln!(out, "  {}: {reason}", story.new_server.answer())?;
         return Ok(ExitCode::SUCCESS);
     }
     let blocked = story.new_server.bind_word() != "ok";

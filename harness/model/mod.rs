@@ -207,10 +207,10 @@ pub fn lacking(case: &Case, supported: &[SockOpt]) -> Option<SockOpt> {
 
 /// The local address a connection on the first socket sits on when the
 /// socket was bound to a wildcard: the address its peer reached. The one
-/// place the models learn which peer a case connects (when cases gain a
-/// peer family, it enters here).
+/// place the models learn which peer a case connects (a `::/dual` first
+/// socket's peer family is part of the case).
 pub fn connection_local_ip(case: &Case) -> std::net::IpAddr {
-    case.first.endpoint.peer_ip()
+    case.peer_ip()
 }
 
 /// Whether both sockets have `opt`.
@@ -365,7 +365,7 @@ pub fn recorded_cell(
 ) -> Option<String> {
     let table = tables.get(&case.table().name())?;
     let key = (
-        format!("{} -> {}", case.first.endpoint, case.second.endpoint),
+        crate::report::matrix::pair_label(&case.first.endpoint, case.peer, &case.second.endpoint),
         case.first.options.to_string(),
         case.second.options.to_string(),
     );

@@ -14,8 +14,9 @@ use std::fs;
 use std::path::Path;
 
 use super::lab::{self, Checked};
-use super::table::{aligned, Note, Table};
+use super::table::{aligned, disagree, split_cell, Note, Table};
 use super::Recorded;
+use crate::scenario::Holder;
 
 /// Platforms the project means to record (the GitHub Actions matrix).
 pub const EXPECTED: &[&str] = &["linux", "macos", "windows", "freebsd"];
@@ -149,8 +150,8 @@ pub struct Difference {
     pub answers: Vec<String>,
 }
 
-/// The cells where recorded platforms disagree. A trailing `?` (state not
-/// verified) does not count as a different answer.
+/// The cells where recorded platforms disagree (`table::disagree`: a `?`,
+/// or a delivery mark one side lacks, is no difference).
 pub fn differences(recorded: &RecordedTables) -> Vec<Difference> {
     let table_names: BTreeSet<&String> = recorded.values().flat_map(|t| t.keys()).collect();
     let mut out = Vec::new();
@@ -163,9 +164,7 @@ pub fn differences(recorded: &RecordedTables) -> Vec<Difference> {
             let answers: Vec<String> = (recorded.values())
                 .map(|t| t.get(name).map_or_else(|| "-".into(), |a| a.get(cell)))
                 .collect();
-            let distinct: BTreeSet<&str> =
-                answers.iter().map(|a| a.trim_end_matches('?')).collect();
-            if distinct.len() > 1 {
+            if disagree(&answers) {
                 out.push(Difference {
                     table: name.clone(),
                     cell: cell.clone(),
@@ -186,8 +185,37 @@ pub fn unrecorded(recorded: &RecordedTables) -> Vec<&'static str> {
         .collect()
 }
 
+/// Port takeovers each platform recorded (cells of `other-user` and
+/// `other-process` tables whose mark says the second socket received
+/// traffic): (platform, by another user, by another process).
+pub fn takeovers(recorded: &RecordedTables) -> Vec<(String, usize, usize)> {
+    let mut out = Vec::new();
+    // A kernel line's folder holds only the tables where it differs.
+    let platforms = recorded
+        .iter()
+        .filter(|(os, _)| EXPECTED.contains(&os.as_str()));
+    for (os, tables) in platforms {
+        let (mut user, mut process) = (0, 0);
+        for (name, answers) in tables {
+            let Some(Recorded::Matrix(key)) = Recorded::from_name(name) else {
+                continue;
+            };
+            let found = (answers.cells.values())
+                .filter_map(|cell| split_cell(cell).ok()?.1)
+                .filter(|v| v.is_takeover(key.holder))
+                .count();
+            match key.holder {
+                Holder::OtherUser => user += found,
+                _ => process += found,
+            }
+        }
+        out.push((os.clone(), user, process));
+    }
+    out
+}
+
 /// The status lines above the differences: who is recorded, who is not,
-/// and which kernels each Linux kernel line stands for.
+/// each platform's port takeovers, and which kernels each Linux kernel line stands for.
 fn status(recorded: &RecordedTables, kernels: &[Checked]) -> Vec<String> {
     let names: Vec<&str> = recorded.keys().map(String::as_str).collect();
     let mut lines = vec![format!(
@@ -203,6 +231,12 @@ fn status(recorded: &RecordedTables, kernels: &[Checked]) -> Vec<String> {
         lines.push(format!(
             "no record yet: {} (see README, 'Recording a platform')",
             missing.join(", ")
+        ));
+    }
+    for (os, user, process) in takeovers(recorded) {
+        lines.push(format!(
+            "port takeovers on {os}: {user} by another user, {process} by another process \
+             (a second socket receives traffic meant for a live first socket)"
         ));
     }
     if !kernels.is_empty() {
@@ -491,6 +525,25 @@ mod tests {
         assert_eq!(diffs.len(), 1);
         assert_eq!(diffs[0].table, "unix-sockets");
         assert_eq!(diffs[0].answers, ["EADDRINUSE", "ok"]);
+    }
+
+    #[test]
+    fn takeovers_are_counted_per_platform_from_marked_cells() {
+        let table = |name: &str, cell: &str| {
+            let mut t = matrix_table(cell);
+            t.heading = vec![name.to_string()];
+            t
+        };
+        let tables = recorded(&[
+            ("linux", "udp_bound_other-user_v4", table("", "ok→2")),
+            ("linux", "udp_bound_other-process_v4", table("", "ok→1+2")),
+            ("linux", "udp_bound_same-process_v4", table("", "ok→2")),
+            ("macos", "udp_bound_other-user_v4", table("", "ok→1")),
+        ]);
+        assert_eq!(
+            takeovers(&tables),
+            [("linux".into(), 1, 1), ("macos".into(), 0, 0)]
+        );
     }
 
     #[test]

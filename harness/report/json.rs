@@ -3,7 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use super::compare::Difference;
-use crate::outcome::{Outcome, Record, StateCheck};
+use crate::outcome::{Delivery, Outcome, Record, StateCheck};
 use crate::platform;
 use crate::scenario::{Named, SockOpt, SocketSpec};
 
@@ -26,6 +26,7 @@ pub fn record(record: &Record) -> Value {
             bind,
             listen,
             check,
+            ..
         } => (
             bind.err().map(|e| e.code),
             listen.and_then(|l| l.err()).map(|e| e.code),
@@ -50,7 +51,22 @@ pub fn record(record: &Record) -> Value {
         "listen_code": listen_code,
         "state_verified": verified,
         "reason": record.outcome.reason(),
+        "delivery": record.delivery.as_ref().map(delivery),
+        // The family of the first socket's peer, in the states that have one.
+        "peer": case.state.connects().then(|| if case.peer_ip().is_ipv4() { "v4" } else { "v6" }),
     })
+}
+
+/// Who received the traffic: the verdict, and each address's counts (the
+/// split of a balancing kernel differs from run to run).
+fn delivery(d: &Delivery) -> Value {
+    let probes: Vec<Value> = (d.probes.iter())
+        .map(|p| {
+            json!({"to": p.to.to_string(), "sender": p.sender.name(), "sent": p.sent,
+                "first": p.first, "second": p.second, "refused": p.refused, "lost": p.lost})
+        })
+        .collect();
+    json!({"verdict": d.verdict().name(), "probes": probes})
 }
 
 /// One cell where recorded platforms disagree, with every platform's answer.

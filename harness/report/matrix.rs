@@ -8,13 +8,20 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::table::{Note, Table};
+use super::table::{cell, Note, Table};
 use crate::outcome::{Outcome, Record, Skip, StateCheck};
 use crate::platform;
-use crate::scenario::{Endpoint, Holder, Named, Options, Proto, SockOpt, State, TableKey};
+use crate::scenario::{Endpoint, Holder, Named, Options, Peer, Proto, SockOpt, State, TableKey};
 
 /// Matrix tables name a row by address pair and first socket's options.
 pub const KEY_COLUMNS: usize = 2;
+
+/// A row's first key column: `0.0.0.0 -> 127.0.0.1`, and for a dual-stack
+/// first socket with a peer `::/dual v4-peer -> 127.0.0.1`.
+pub fn pair_label(first: &Endpoint, peer: Option<Peer>, second: &Endpoint) -> String {
+    let peer = peer.map_or(String::new(), |p| format!(" {}", p.name()));
+    format!("{first}{peer} -> {second}")
+}
 
 /// Records sorted into their tables, in report order.
 pub fn tables(records: &[Record]) -> BTreeMap<TableKey, Vec<&Record>> {
@@ -35,16 +42,24 @@ fn title(key: &TableKey) -> String {
     )
 }
 
-fn legend(key: &TableKey) -> String {
+fn legend(key: &TableKey) -> Vec<String> {
     let what = if key.proto == Proto::Tcp {
         "cell = second socket's bind()/listen() result (listen only tried after a bind that worked)"
     } else {
         "cell = second socket's bind() result"
     };
-    format!(
+    let mut lines = vec![format!(
         "{what}; rows = address pair and first socket's options; columns = second socket's options"
-    )
+    )];
+    if key.state.receives(key.proto) {
+        lines.push(DELIVERY_LEGEND.to_string());
+    }
+    lines
 }
+
+/// What a delivery mark says, under the title of every table that has them.
+const DELIVERY_LEGEND: &str = "→1, →2, →1+2, →∅ = who received new traffic to an address both \
+sockets share: the first socket, the second, both (balanced), neither";
 
 /// Index of `item` in `list`, appending it if new.
 fn position<T: PartialEq>(list: &mut Vec<T>, item: T) -> usize {
@@ -62,7 +77,7 @@ fn position<T: PartialEq>(list: &mut Vec<T>, item: T) -> usize {
 /// left out and named once below the grid instead of filling it.
 pub fn table(key: &TableKey, records: &[&Record]) -> Table {
     let mut columns: Vec<Options> = Vec::new();
-    let mut rows: Vec<(Endpoint, Endpoint, Options)> = Vec::new();
+    let mut rows: Vec<(Endpoint, Option<Peer>, Endpoint, Options)> = Vec::new();
     let mut cells: BTreeMap<(usize, usize), &Outcome> = BTreeMap::new();
     for r in records {
         let col = position(&mut columns, r.case.second.options);
@@ -70,6 +85,7 @@ pub fn table(key: &TableKey, records: &[&Record]) -> Table {
             &mut rows,
             (
                 r.case.first.endpoint,
+                r.case.peer,
                 r.case.second.endpoint,
                 r.case.first.options,
             ),
@@ -85,14 +101,14 @@ pub fn table(key: &TableKey, records: &[&Record]) -> Table {
         .map(|c| !all_unsupported(&|_, cc| cc == c))
         .collect();
     let keep_row: Vec<bool> = (0..rows.len())
-        .map(|r| !all_unsupported(&|rr, _| rows[rr].2 == rows[r].2))
+        .map(|r| !all_unsupported(&|rr, _| rows[rr].3 == rows[r].3))
         .collect();
     let mut dropped: Vec<Options> = Vec::new();
     for (c, _) in keep_col.iter().enumerate().filter(|(_, keep)| !**keep) {
         position(&mut dropped, columns[c]);
     }
     for (r, _) in keep_row.iter().enumerate().filter(|(_, keep)| !**keep) {
-        position(&mut dropped, rows[r].2);
+        position(&mut dropped, rows[r].3);
     }
 
     let mut header = vec!["first -> second".to_string(), "first options".to_string()];
@@ -101,7 +117,8 @@ pub fn table(key: &TableKey, records: &[&Record]) -> Table {
             .filter(|(_, keep)| **keep)
             .map(|(c, _)| c.to_string()),
     );
-    let mut heading = vec![title(key), legend(key)];
+    let mut heading = vec![title(key)];
+    heading.extend(legend(key));
     // Absent at the defaults, so records made at the defaults stay as they are.
     let changed = platform::changed_settings();
     if !changed.is_empty() {
@@ -112,14 +129,14 @@ pub fn table(key: &TableKey, records: &[&Record]) -> Table {
     }
     let mut table = Table::new(heading, KEY_COLUMNS, header);
     let mut unverified = false;
-    for (ri, (a, b, opts)) in rows.iter().enumerate().filter(|(ri, _)| keep_row[*ri]) {
-        let mut line = vec![format!("{a} -> {b}"), opts.to_string()];
+    for (ri, (a, peer, b, opts)) in rows.iter().enumerate().filter(|(ri, _)| keep_row[*ri]) {
+        let mut line = vec![pair_label(a, *peer, b), opts.to_string()];
         for ci in (0..columns.len()).filter(|ci| keep_col[*ci]) {
             let Some(outcome) = cells.get(&(ri, ci)) else {
                 line.push("-".to_string());
                 continue;
             };
-            let mut cell = outcome.cell();
+            let mut cell = cell(outcome);
             unverified |= matches!(
                 outcome,
                 Outcome::Ran {
@@ -217,7 +234,7 @@ pub fn restart_summary(records: &[Record]) -> Option<String> {
             (reuse, plain),
             (reuse, reuse),
         ] {
-            let answer = find(state, old, new).map_or("not run".into(), |r| r.outcome.cell());
+            let answer = find(state, old, new).map_or("not run".into(), |r| cell(&r.outcome));
             writeln!(
                 out,
                 "  old server {:<9}  new server {:<9}  -> {answer}",
@@ -266,7 +283,7 @@ pub fn digest(records: &[Record]) -> Table {
                         && (c.first.endpoint, c.second.endpoint) == (any, any)
                         && (c.first.options, c.second.options) == (options, options)
                 })
-                .map_or("-".to_string(), |r| r.outcome.cell());
+                .map_or("-".to_string(), |r| cell(&r.outcome));
             row.push(cell);
         }
         table.rows.push(row);
@@ -289,7 +306,7 @@ pub fn holders_differ(records: &[Record], a: Holder, b: Holder) -> (usize, usize
         if let Some(other) = of_b.get(&r.case) {
             if matches!(r.outcome, Outcome::Ran { .. }) && matches!(other, Outcome::Ran { .. }) {
                 compared += 1;
-                differ += usize::from(r.outcome.cell() != other.cell());
+                differ += usize::from(cell(&r.outcome) != cell(other));
             }
         }
     }
@@ -315,6 +332,7 @@ mod tests {
                 outcome: answer(&case),
                 case,
                 port: None,
+                delivery: None,
             })
             .collect()
     }
@@ -324,6 +342,7 @@ mod tests {
             bind: Err(OsError { code: 98 }),
             listen: None,
             check: StateCheck::Verified,
+            delivery: None,
         }
     }
 
@@ -383,6 +402,7 @@ mod tests {
                     bind: Ok(()),
                     listen: None,
                     check: StateCheck::Unverified,
+                    delivery: None,
                 }
             }
         });

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::outcome::{Outcome, Record, Skip, StateCheck};
 use crate::platform;
 use crate::probe;
-use crate::scenario::{Named, TableKey};
+use crate::scenario::{Holder, Named, TableKey};
 
 /// Output formats of the `addrinuse` command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -106,7 +106,68 @@ pub fn probe_text(record: &Record) -> String {
         };
         out.push_str(&format!("  first socket {}: {how}\n", case.state.name()));
     }
+    if let Some(delivery) = &record.delivery {
+        for p in &delivery.probes {
+            out.push_str(&format!(
+                "  traffic to {} from {} senders: {} sent, first socket {}, second socket {}, \
+                 refused {}, lost {}\n",
+                p.to,
+                p.sender.name(),
+                p.sent,
+                p.first,
+                p.second,
+                p.refused,
+                p.lost
+            ));
+        }
+        let takeover = if record.is_takeover() {
+            " (a port takeover)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "  received by: {}{takeover}\n",
+            delivery.verdict().name()
+        ));
+    }
     out
+}
+
+/// The port takeovers among `records`, one line each in probe grammar with
+/// who received the traffic, under a heading; `None` without any.
+pub fn takeovers(records: &[Record]) -> Option<String> {
+    let found: Vec<&Record> = records.iter().filter(|r| r.is_takeover()).collect();
+    if found.is_empty() {
+        return None;
+    }
+    let mut out = format!(
+        "Port takeovers: {} cases where a second socket of another process or user receives \
+         traffic meant for a live first socket\n",
+        found.len()
+    );
+    let rows: Vec<Vec<String>> = (found.iter())
+        .map(|r| {
+            let verdict = r.outcome.delivery().map_or("", |v| v.name());
+            vec![probe::format(&r.case), format!("-> {verdict}")]
+        })
+        .collect();
+    out.push_str(&table::aligned(&rows, "  "));
+    Some(out)
+}
+
+/// How many takeovers there are, per holder, in one line.
+pub fn takeover_count(records: &[Record]) -> String {
+    let count = |h: Holder| {
+        (records.iter())
+            .filter(|r| r.case.holder == h && r.is_takeover())
+            .count()
+    };
+    format!(
+        "Port takeovers: {} by another user, {} by another process of the same user \
+         (its second socket receives traffic meant for a live first socket; list: --takeovers).",
+        count(Holder::OtherUser),
+        count(Holder::OtherProcess)
+    )
 }
 
 /// `9072 ran, 18711 unsupported, 0 skipped, 0 setup-failed: 27783 cases in 0.21 s on 2 threads`,

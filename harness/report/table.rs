@@ -16,8 +16,66 @@
 //!
 //! A table without rows has no header either (a platform that runs none
 //! of its cases); its notes say why.
+//!
+//! A matrix cell is the answer (`ok/ok`, `EADDRINUSE`, `ok/ok?`), then, when
+//! traffic was sent to the shared port, a mark saying who received it:
+//! `ok/ok→1` (the first socket), `→2` (the second), `→1+2` (both), `→∅`
+//! (neither). `cell` writes it and `split_cell` reads it back.
 
 use std::fmt::Write;
+
+use crate::outcome::{Outcome, Verdict};
+
+/// Between a cell's answer and its delivery mark.
+const ARROW: char = '→';
+
+/// Who received the traffic, as a cell's mark shows it.
+fn mark(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::First => "1",
+        Verdict::Second => "2",
+        Verdict::Both => "1+2",
+        Verdict::None => "∅",
+    }
+}
+
+/// A matrix cell: the answer and, after delivery, its mark.
+pub fn cell(outcome: &Outcome) -> String {
+    let mut cell = outcome.answer();
+    if let Some(verdict) = outcome.delivery() {
+        write!(cell, "{ARROW}{}", mark(verdict)).unwrap();
+    }
+    cell
+}
+
+/// A cell read back: its answer (with any `?` and `[n]`) and its delivery
+/// verdict, if it has a mark.
+pub fn split_cell(cell: &str) -> Result<(&str, Option<Verdict>), String> {
+    let Some((answer, marked)) = cell.split_once(ARROW) else {
+        return Ok((cell, None));
+    };
+    let verdict = (Verdict::ALL.iter().copied())
+        .find(|v| mark(*v) == marked)
+        .ok_or_else(|| format!("unknown delivery mark '{marked}' in cell '{cell}'"))?;
+    Ok((answer, Some(verdict)))
+}
+
+/// Whether two or more platforms' cells disagree: on the answer (a `?`,
+/// state not verified, does not count), or on who received the traffic
+/// where both say. A cell without a mark where another has one was
+/// recorded before traffic was counted (a kernel line's older folder): its
+/// traffic is unknown, not different.
+pub fn disagree(cells: &[String]) -> bool {
+    let parts: Vec<(&str, Option<Verdict>)> = (cells.iter())
+        .map(|c| match split_cell(c) {
+            Ok((answer, verdict)) => (answer.trim_end_matches('?'), verdict),
+            Err(_) => (c.as_str(), None),
+        })
+        .collect();
+    let answers: std::collections::BTreeSet<&str> = parts.iter().map(|p| p.0).collect();
+    let marks: std::collections::BTreeSet<Verdict> = parts.iter().filter_map(|p| p.1).collect();
+    answers.len() > 1 || marks.len() > 1
+}
 
 /// One table: a heading, a grid of cells, and notes below it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -330,6 +388,53 @@ mod tests {
         assert!(Table::parse("title\n\na  b  c\nx  y\n", 2).is_err());
         assert!(Table::parse("title\n\nkey  opts\nx  y\n", 2).is_err());
         assert!(Table::parse("title\n\na  b  c\nx  y  z\n\n[2] out of order\n", 2).is_err());
+    }
+
+    #[test]
+    fn every_delivery_mark_reads_back() {
+        for &verdict in Verdict::ALL {
+            for check in [
+                crate::outcome::StateCheck::Verified,
+                crate::outcome::StateCheck::Unverified,
+            ] {
+                let outcome = Outcome::Ran {
+                    bind: Ok(()),
+                    listen: Some(Ok(())),
+                    check,
+                    delivery: Some(verdict),
+                };
+                let text = cell(&outcome);
+                assert_eq!(
+                    split_cell(&text),
+                    Ok((outcome.answer().as_str(), Some(verdict)))
+                );
+                assert!(text.starts_with(&outcome.answer()), "{text}");
+            }
+        }
+        assert_eq!(split_cell("EADDRINUSE"), Ok(("EADDRINUSE", None)));
+        assert!(split_cell("ok→3").is_err());
+        assert_eq!(cell(&Outcome::SetupFailed("x".into())), "setup-failed");
+    }
+
+    #[test]
+    fn cells_disagree_on_the_answer_or_on_known_traffic_only() {
+        let cells = |list: &[&str]| list.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        assert!(!disagree(&cells(&["ok/ok→2", "ok/ok?→2"])));
+        assert!(!disagree(&cells(&["ok/ok→1+2", "ok/ok"])));
+        assert!(disagree(&cells(&["ok/ok→1", "ok/ok→2"])));
+        assert!(disagree(&cells(&["ok/ok→1", "ok/EADDRINUSE"])));
+        assert!(disagree(&cells(&["EADDRINUSE", "ok/ok", "ok/ok→1"])));
+    }
+
+    #[test]
+    fn a_marked_row_reads_back_as_the_same_table() {
+        let mut t = sample();
+        t.rows.push(
+            ["0.0.0.0 -> 127.0.0.1", "reuseport", "ok/ok→2", "ok/ok?→1+2"]
+                .map(String::from)
+                .to_vec(),
+        );
+        assert_eq!(Table::parse(&t.to_text(), 2), Ok(t));
     }
 
     #[test]

@@ -10,7 +10,12 @@
 //! parent -> BIND <port> <probe text>
 //! child  -> BOUND                             (bound-then-listen only:)
 //! parent -> LISTEN | ABORT                    (after the first socket listened)
-//! child  -> ANSWER <answer>                   (its socket already closed)
+//! child  -> ANSWER <answer>                   (its socket already closed,
+//!                                               unless traffic follows:)
+//! parent -> DRAIN                             (delivery, as often as needed)
+//! child  -> DRAINED <count> | DRAINED failed <reason>
+//! parent -> DONE
+//! child  -> CLOSED
 //! ```
 //!
 //! A child serves case after case, for any thread of the parent, until the
@@ -21,7 +26,9 @@ use std::io::{self, BufRead, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::second;
+use socket2::Socket;
+
+use super::{delivery, second};
 use crate::outcome::{OsError, Outcome, SetupError, Side, Skip, StateCheck};
 use crate::probe;
 use crate::scenario::{Case, SockOpt, SECOND_USER};
@@ -35,7 +42,8 @@ const KIND: &str = "binder";
 /// The longest one case's bind may take, answer included.
 const CASE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Who binds the second socket of a case.
+/// Who binds the second socket of a case. When the case gets the delivery
+/// step (`delivery::applies`) the socket stays open until `release`.
 pub trait Binding {
     fn bind(
         &mut self,
@@ -44,10 +52,17 @@ pub trait Binding {
         check: StateCheck,
         first_listens: &mut dyn FnMut() -> Result<(), SetupError>,
     ) -> Outcome;
+    /// Count (and take) what waits on the second socket.
+    fn drain(&mut self) -> Result<u32, String>;
+    /// The case is done: close the second socket.
+    fn release(&mut self);
 }
 
 /// This process binds it.
-pub struct Here;
+#[derive(Default)]
+pub struct Here {
+    socket: Option<Socket>,
+}
 
 impl Binding for Here {
     fn bind(
@@ -57,7 +72,20 @@ impl Binding for Here {
         check: StateCheck,
         first_listens: &mut dyn FnMut() -> Result<(), SetupError>,
     ) -> Outcome {
-        second::bind(case, port, check, first_listens)
+        let (outcome, socket) = second::bind(case, port, check, first_listens);
+        if delivery::applies(case, &outcome) {
+            self.socket = socket;
+        }
+        outcome
+    }
+
+    fn drain(&mut self) -> Result<u32, String> {
+        let socket = (self.socket.as_ref()).ok_or("no second socket is open")?;
+        delivery::drain(socket, None).map_err(|e| format!("the second socket: {e}"))
+    }
+
+    fn release(&mut self) {
+        self.socket = None;
     }
 }
 
@@ -94,7 +122,7 @@ impl fmt::Display for Answer {
             Outcome::Skipped(Skip::Unsupported(opt)) => write!(f, "unsupported {}", opt.short()),
             Outcome::Skipped(skip) => write!(f, "failed {}", skip.reason()),
             // The second socket's side never reports the first's refusal.
-            Outcome::FirstRefused { .. } => write!(f, "failed {}", self.0.cell()),
+            Outcome::FirstRefused { .. } => write!(f, "failed {}", self.0.answer()),
             Outcome::SetupFailed(why) => write!(f, "failed {}", why.replace(['\n', '\r'], " ")),
         }
     }
@@ -122,6 +150,7 @@ impl Answer {
                     word => Some(result(word)?),
                 },
                 check,
+                delivery: None,
             },
             ("refused", [side, opt, code]) => Outcome::Refused {
                 socket: if *side == "first" {
@@ -144,6 +173,8 @@ impl Answer {
 /// A child process, running as `SECOND_USER`, that binds second sockets.
 pub struct Child {
     process: Result<ChildProcess, String>,
+    /// The child keeps the current case's socket open for the delivery step.
+    keeps: bool,
 }
 
 impl Child {
@@ -151,6 +182,7 @@ impl Child {
         if let Some(process) = spawn::reuse(KIND) {
             return Child {
                 process: Ok(process),
+                keeps: false,
             };
         }
         let process = (|| {
@@ -162,7 +194,16 @@ impl Child {
                 other => Err(format!("the binder process failed to start: {other}")),
             }
         })();
-        Child { process }
+        Child {
+            process,
+            keeps: false,
+        }
+    }
+
+    fn ask(&mut self, request: &str) -> Result<String, String> {
+        let process = self.process.as_mut().map_err(|why| why.clone())?;
+        process.send(request)?;
+        process.line(Instant::now() + CASE_DEADLINE)
     }
 
     fn converse(
@@ -201,8 +242,9 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        // Each case ends with its answer, after the socket closed: a child
-        // that never broke is ready for the next unit.
+        // Each case ends with its answer, after the socket closed (or, after
+        // traffic, with CLOSED): a child that never broke is ready for the
+        // next unit.
         if let Ok(process) = std::mem::replace(&mut self.process, Err(String::new())) {
             spawn::keep(KIND, process);
         }
@@ -218,11 +260,35 @@ impl Binding for Child {
         first_listens: &mut dyn FnMut() -> Result<(), SetupError>,
     ) -> Outcome {
         match self.converse(case, port, check, first_listens) {
-            Ok(outcome) => outcome,
+            Ok(outcome) => {
+                self.keeps = delivery::applies(case, &outcome);
+                outcome
+            }
             Err(why) => {
                 // A child that broke once answers no more.
                 self.process = Err(why.clone());
                 Outcome::SetupFailed(why)
+            }
+        }
+    }
+
+    fn drain(&mut self) -> Result<u32, String> {
+        let line = self.ask("DRAIN\n")?;
+        let bad = || format!("the binder process said something unexpected: {line}");
+        match line.strip_prefix("DRAINED ").ok_or_else(bad)? {
+            count if count.starts_with("failed ") => Err(count.to_string()),
+            count => count.parse().map_err(|_| bad()),
+        }
+    }
+
+    fn release(&mut self) {
+        if std::mem::take(&mut self.keeps) {
+            if let Err(why) = self.ask("DONE\n").and_then(|line| {
+                (line == "CLOSED")
+                    .then_some(())
+                    .ok_or(format!("the binder process did not close: {line}"))
+            }) {
+                self.process = Err(why);
             }
         }
     }
@@ -237,8 +303,30 @@ pub fn serve(as_user: Option<&str>) -> io::Result<()> {
     }
     let stdin = io::stdin();
     let mut lines = stdin.lock().lines();
+    // The second socket of the current case, while traffic is counted.
+    let mut kept: Option<Socket> = None;
     while let Some(line) = lines.next() {
         let line = line?;
+        match line.as_str() {
+            "DRAIN" => {
+                let count = match kept.as_ref() {
+                    Some(socket) => delivery::drain(socket, None)
+                        .map_or_else(|e| format!("failed {e}"), |n| n.to_string()),
+                    None => "failed no second socket is open".into(),
+                };
+                writeln!(out, "DRAINED {count}")?;
+                out.flush()?;
+                continue;
+            }
+            "DONE" => {
+                kept = None;
+                writeln!(out, "CLOSED")?;
+                out.flush()?;
+                continue;
+            }
+            _ => {}
+        }
+        kept = None;
         let Some((port, text)) = line.strip_prefix("BIND ").and_then(|r| r.split_once(' ')) else {
             continue;
         };
@@ -252,7 +340,12 @@ pub fn serve(as_user: Option<&str>) -> io::Result<()> {
                         _ => Err(SetupError::Failed("aborted by the parent".into())),
                     }
                 };
-                second::bind(&case, port, StateCheck::Verified, &mut go_ahead)
+                let (outcome, socket) =
+                    second::bind(&case, port, StateCheck::Verified, &mut go_ahead);
+                if delivery::applies(&case, &outcome) {
+                    kept = socket;
+                }
+                outcome
             }
             (Err(_), _) => Outcome::SetupFailed(format!("bad port {port}")),
             (_, Err(why)) => Outcome::SetupFailed(format!("bad case: {why}")),
@@ -275,11 +368,13 @@ mod tests {
                 bind: Ok(()),
                 listen: Some(Err(OsError { code: 98 })),
                 check,
+                delivery: None,
             },
             Outcome::Ran {
                 bind: Err(OsError { code: 98 }),
                 listen: None,
                 check,
+                delivery: None,
             },
             Outcome::Refused {
                 socket: Side::Second,

@@ -16,6 +16,11 @@
 //!           (the parent binds every second socket; for bound-then-listen:)
 //! parent -> LISTEN <index>
 //! child  -> LISTENED <the same reply as for a held case>
+//!           (delivery, after the second socket took the port:)
+//! parent -> PEER-SEND <index> <address> <n>   (connected UDP: from its peer)
+//! child  -> SENT <index> <how many went out> | SENT <index> failed <reason>
+//! parent -> DRAIN <index>                     (as often as needed)
+//! child  -> DRAINED <index> <count> | DRAINED <index> failed <reason>
 //! parent -> RELEASE
 //! child  -> RELEASED                          (and waits for the next CASE)
 //! ```
@@ -28,6 +33,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, BufRead, Write};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -114,6 +120,52 @@ impl std::str::FromStr for Held {
             _ => return Err(bad()),
         };
         Ok(Held { index, result })
+    }
+}
+
+/// What the child counted for the delivery step: datagrams its peer sent
+/// (`SENT`), or connections and datagrams its first socket took (`DRAINED`).
+#[derive(Debug, PartialEq, Eq)]
+struct Counted {
+    kind: &'static str,
+    index: usize,
+    result: Result<u32, String>,
+}
+
+const COUNT_KINDS: [&str; 2] = ["SENT", "DRAINED"];
+
+impl fmt::Display for Counted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, i) = (self.kind, self.index);
+        match &self.result {
+            Ok(n) => write!(f, "{kind} {i} {n}"),
+            Err(why) => write!(f, "{kind} {i} failed {}", one_line(why)),
+        }
+    }
+}
+
+impl std::str::FromStr for Counted {
+    type Err = String;
+
+    fn from_str(line: &str) -> Result<Counted, String> {
+        let bad = || format!("the holder process said something unexpected: {line}");
+        let mut words = line.splitn(3, ' ');
+        let kind = words.next().ok_or_else(bad)?;
+        let kind = COUNT_KINDS
+            .into_iter()
+            .find(|k| *k == kind)
+            .ok_or_else(bad)?;
+        let index: usize = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+        let rest = words.next().ok_or_else(bad)?;
+        let result = match rest.strip_prefix("failed ") {
+            Some(why) => Err(why.to_string()),
+            None => Ok(rest.parse().map_err(|_| bad())?),
+        };
+        Ok(Counted {
+            kind,
+            index,
+            result,
+        })
     }
 }
 
@@ -223,6 +275,29 @@ impl super::Holding for Child {
     fn release(&mut self, _i: usize) {
         // The child holds the whole batch until `Drop`.
     }
+
+    fn drain(&mut self, i: usize) -> Result<u32, String> {
+        self.count(&format!("DRAIN {i}\n"), "DRAINED", i)
+    }
+
+    fn peer_sends(&mut self, i: usize, to: SocketAddr, n: u32) -> Result<u32, String> {
+        self.count(&format!("PEER-SEND {i} {to} {n}\n"), "SENT", i)
+    }
+}
+
+impl Child {
+    /// Ask the child for a count (`Counted`) about case `i`.
+    fn count(&mut self, request: &str, kind: &str, i: usize) -> Result<u32, String> {
+        let process = (self.process.as_mut()).ok_or("the holder process is gone")?;
+        process.send(request)?;
+        let counted: Counted = process.line(self.deadline)?.parse()?;
+        if counted.kind != kind || counted.index != i {
+            return Err(format!(
+                "the holder process answered {counted} to {request}"
+            ));
+        }
+        counted.result
+    }
 }
 
 impl Drop for Child {
@@ -308,9 +383,40 @@ fn serve_batch(
             };
             writeln!(out, "LISTENED {}", Held { index, result })?;
             out.flush()?;
+        } else if let Some(counted) = count_request(&line, &held) {
+            writeln!(out, "{counted}")?;
+            out.flush()?;
         }
     }
     Ok(false)
+}
+
+/// The answer to `DRAIN <index>` or `PEER-SEND <index> <address> <n>`;
+/// `None` for any other line.
+fn count_request(line: &str, held: &BTreeMap<usize, super::setup::Held>) -> Option<Counted> {
+    let (kind, rest) = match line.split_once(' ')? {
+        ("DRAIN", rest) => ("DRAINED", rest),
+        ("PEER-SEND", rest) => ("SENT", rest),
+        _ => return None,
+    };
+    let mut words = rest.split(' ');
+    let index: usize = words.next()?.parse().unwrap_or(usize::MAX);
+    let result = match held.get(&index) {
+        None => Err(format!("no first socket {index} is held")),
+        Some(h) if kind == "DRAINED" => h.drain(),
+        Some(h) => match (words.next().map(str::parse::<SocketAddr>), words.next()) {
+            (Some(Ok(to)), Some(n)) => n
+                .parse()
+                .map_err(|_| format!("bad count {n}"))
+                .and_then(|n| h.peer_sends(to, n)),
+            _ => Err(format!("bad request: {line}")),
+        },
+    };
+    Some(Counted {
+        kind,
+        index,
+        result,
+    })
 }
 
 /// `CASE <index> <port> <probe text>`, or the index and why not.
@@ -358,6 +464,43 @@ mod tests {
             let line = held.to_string();
             assert_eq!(line.parse::<Held>(), Ok(held), "{line}");
         }
+    }
+
+    #[test]
+    fn every_count_reads_back_as_written() {
+        for kind in COUNT_KINDS {
+            for result in [Ok(0), Ok(32), Err("the first socket: EBADF".to_string())] {
+                let counted = Counted {
+                    kind,
+                    index: 5,
+                    result,
+                };
+                let line = counted.to_string();
+                assert_eq!(line.parse::<Counted>(), Ok(counted), "{line}");
+            }
+        }
+        for line in [
+            "DRAINED",
+            "DRAINED 1",
+            "DRAINED x 3",
+            "SENT 1 many",
+            "HELD 1 3",
+        ] {
+            assert!(line.parse::<Counted>().is_err(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn count_requests_for_cases_not_held_say_so() {
+        let held = BTreeMap::new();
+        let answer = count_request("DRAIN 4", &held).unwrap();
+        assert_eq!(
+            answer.to_string(),
+            "DRAINED 4 failed no first socket 4 is held"
+        );
+        let answer = count_request("PEER-SEND 2 127.0.0.1:10000 16", &held).unwrap();
+        assert_eq!(answer.kind, "SENT");
+        assert!(count_request("RELEASE", &held).is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! process, through `Holding`) → the second bind → release.
 
 mod binder;
+pub mod delivery;
 mod holder;
 pub mod ports;
 pub mod second;
@@ -11,6 +12,7 @@ pub mod setup;
 pub mod state;
 
 use std::io;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -99,6 +101,11 @@ trait Holding {
     fn first_listens(&mut self, i: usize) -> Result<(), SetupError>;
     /// Case `i` is done: let its first socket go.
     fn release(&mut self, i: usize);
+    /// Delivery: count (and take) what waits on case `i`'s first socket.
+    fn drain(&mut self, i: usize) -> Result<u32, String>;
+    /// Delivery: `n` datagrams from the peer of case `i`'s connected UDP
+    /// first socket to `to`; how many went out.
+    fn peer_sends(&mut self, i: usize, to: SocketAddr, n: u32) -> Result<u32, String>;
 }
 
 /// First sockets held by this process, one case at a time.
@@ -123,6 +130,14 @@ impl Holding for Here<'_> {
 
     fn release(&mut self, _i: usize) {
         self.held = None;
+    }
+
+    fn drain(&mut self, _i: usize) -> Result<u32, String> {
+        self.held.as_ref().ok_or("no first socket is held")?.drain()
+    }
+
+    fn peer_sends(&mut self, _i: usize, to: SocketAddr, n: u32) -> Result<u32, String> {
+        (self.held.as_ref().ok_or("no first socket is held")?).peer_sends(to, n)
     }
 }
 
@@ -156,6 +171,7 @@ fn run_unit(cases: &[Case]) -> Vec<Record> {
             // A placeholder until the case has run.
             outcome: outcome.unwrap_or_else(|| Outcome::SetupFailed(String::new())),
             port: None,
+            delivery: None,
         });
     }
     let pairs: Vec<(Case, u16)> = jobs.iter().map(|(_, pair)| *pair).collect();
@@ -168,15 +184,27 @@ fn run_unit(cases: &[Case]) -> Vec<Record> {
     };
     let mut binding: Box<dyn Binding> = match cases.first().map(|c| c.holder) {
         Some(Holder::OtherUser) if !pairs.is_empty() => Box::new(binder::Child::start()),
-        _ => Box::new(binder::Here),
+        _ => Box::new(binder::Here::default()),
     };
     for (i, (at, (case, port))) in jobs.iter().enumerate() {
         // No child may start (and inherit sockets) in the middle of a case.
         let _quiet = spawn::sockets();
-        let outcome = match holding.hold(i) {
+        let mut outcome = match holding.hold(i) {
             Ok(check) => binding.bind(case, *port, check, &mut || holding.first_listens(i)),
             Err(e) => e.into(),
         };
+        if delivery::applies(case, &outcome) {
+            match delivery::measure(case, *port, i, &mut *holding, &mut *binding) {
+                Ok(counted) => {
+                    if let Outcome::Ran { delivery, .. } = &mut outcome {
+                        *delivery = Some(counted.verdict());
+                    }
+                    records[*at].delivery = Some(counted);
+                }
+                Err(why) => outcome = Outcome::SetupFailed(format!("delivery: {why}")),
+            }
+        }
+        binding.release();
         holding.release(i);
         records[*at].outcome = outcome;
         records[*at].port = Some(*port);
@@ -196,7 +224,7 @@ pub fn second_bind_alone(case: &Case) -> Outcome {
     match ports::pool().lease_for(case) {
         Ok(lease) => {
             let _quiet = spawn::sockets();
-            second::bind(case, lease.port(), StateCheck::Verified, &mut || Ok(()))
+            second::bind(case, lease.port(), StateCheck::Verified, &mut || Ok(())).0
         }
         Err(why) => Outcome::SetupFailed(why),
     }
@@ -250,6 +278,7 @@ pub fn run_all(cases: &[Case], threads: usize, progress: &(dyn Fn(usize) + Sync)
                 case: *case,
                 outcome: Outcome::Skipped(skip),
                 port: None,
+                delivery: None,
             })
         })
         .collect();

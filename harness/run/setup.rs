@@ -37,6 +37,9 @@ pub struct Held {
     /// Open TCP connections: aborted with RST on drop, so neither side
     /// lingers in TIME_WAIT afterwards.
     pub abort_on_drop: Vec<Socket>,
+    /// The client whose connection waits unaccepted in the listener's
+    /// queue (`listening-with-backlog`): not part of the delivery count.
+    pub queued: Option<SocketAddr>,
     pub check: StateCheck,
 }
 
@@ -54,8 +57,22 @@ impl Held {
             first: None,
             peers: Vec::new(),
             abort_on_drop: Vec::new(),
+            queued: None,
             check: StateCheck::Verified,
         }
+    }
+
+    /// Delivery: count (and take) what waits on the first socket.
+    pub fn drain(&self) -> Result<u32, String> {
+        let first = (self.first.as_ref()).ok_or("no first socket is open")?;
+        super::delivery::drain(first, self.queued).map_err(|e| format!("the first socket: {e}"))
+    }
+
+    /// Delivery: `n` datagrams from the peer of a connected UDP first
+    /// socket to `to`; how many went out.
+    pub fn peer_sends(&self, to: SocketAddr, n: u32) -> Result<u32, String> {
+        let peer = self.peers.first().ok_or("the first socket has no peer")?;
+        Ok(super::delivery::send_from(peer, to, n))
     }
 
     /// `bound-then-listen`: the first socket listens now (after the second
@@ -184,7 +201,7 @@ pub fn connect_client(target: SocketAddr) -> Result<Socket, SetupError> {
 pub fn listen_and_connect(case: &Case, port: u16) -> Result<(Socket, Socket), SetupError> {
     let listener = bind_first(case, port)?;
     listen(&listener)?;
-    let client = connect_client(SocketAddr::new(case.first.endpoint.peer_ip(), port))?;
+    let client = connect_client(SocketAddr::new(case.peer_ip(), port))?;
     Ok((listener, client))
 }
 

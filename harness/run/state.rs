@@ -172,11 +172,12 @@ fn expect_listener(case: &Case, port: u16) -> Result<StateCheck, SetupError> {
 /// A completed connection waits in the accept queue: a busy server.
 fn hold_listening_with_backlog(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
     let (listener, client) = listen_and_connect(case, port)?;
-    let reach = SocketAddr::new(case.first.endpoint.peer_ip(), port);
+    let reach = SocketAddr::new(case.peer_ip(), port);
     let remote = addr_of(&client, "the client")?;
     expect_listening(&listener)?;
     held.first = Some(listener);
     held.abort_on_drop.push(client);
+    held.queued = Some(remote);
     expect_listener(case, port)?;
     // Its owner is not checked: a connection nobody accepted has no file,
     // and older kernels (6.1 here) report uid 0 for it.
@@ -293,7 +294,7 @@ fn hold_time_wait(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupEr
 /// loopback listener on a port the kernel picks; it closes first, so its
 /// end enters TIME_WAIT once the server closes too.
 fn hold_time_wait_client(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
-    let server_ip = case.first.endpoint.peer_ip();
+    let server_ip = case.peer_ip();
     let listener = bound_anywhere(server_ip, Type::STREAM, "the loopback listener")?;
     listener
         .listen(BACKLOG)
@@ -334,7 +335,7 @@ fn hold_closed(case: &Case, port: u16, _held: &mut Held) -> Result<(), SetupErro
 /// a wildcard-bound socket to one local address.
 fn hold_connected(case: &Case, port: u16, held: &mut Held) -> Result<(), SetupError> {
     let socket = bind_first(case, port)?;
-    let peer = bound_anywhere(case.first.endpoint.peer_ip(), Type::DGRAM, "the UDP peer")?;
+    let peer = bound_anywhere(case.peer_ip(), Type::DGRAM, "the UDP peer")?;
     let peer_addr = addr_of(&peer, "the UDP peer")?;
     let local = addr_of(&socket, "the first socket")?;
     let target = SocketAddr::new(in_family_of(&local, peer_addr.ip()), peer_addr.port());

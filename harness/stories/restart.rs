@@ -231,7 +231,7 @@ fn run_checked(story: &mut Story, log: &mut dyn FnMut(Duration, String)) -> Resu
     if !started.is_listening() {
         return Err(format!(
             "the old server could not listen: {}",
-            started.outcome(Side::First).cell()
+            started.outcome(Side::First).answer()
         )
         .into());
     }
@@ -303,7 +303,7 @@ fn run_checked(story: &mut Story, log: &mut dyn FnMut(Duration, String)) -> Resu
     story.new_server = started.outcome(Side::Second);
     say(format!(
         "new server ({options}): bind/listen {}",
-        story.new_server.cell()
+        story.new_server.answer()
     ));
     if !clients.is_empty() {
         // As real clients would once they notice: close. The old server's
@@ -361,7 +361,7 @@ pub fn table(stories: &[Story]) -> Table {
             s.departure.name().to_string(),
             s.options.to_string(),
             summary(&s.old),
-            s.new_server.cell(),
+            s.new_server.answer(),
         ]);
         if let Some(reason) = s.new_server.reason() {
             let line = format!("{} {}: {reason}", s.departure.name(), s.options);

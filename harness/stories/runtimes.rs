@@ -1089,7 +1089,7 @@ fn case(state: State, old: &ListenerOptions, new: &ListenerOptions) -> Result<Ca
 }
 
 fn ok(outcome: &Outcome) -> bool {
-    outcome.cell() == "ok/ok"
+    outcome.answer() == "ok/ok"
 }
 
 /// Whether a connection to 127.0.0.1 reaches this socket (and so leaves

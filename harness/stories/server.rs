@@ -147,6 +147,7 @@ impl Started {
                 bind: *bind,
                 listen: *listen,
                 check: StateCheck::Verified,
+                delivery: None,
             },
             Started::Unsupported(opt) => Outcome::Skipped(Skip::Unsupported(*opt)),
             Started::Refused(option, error) => Outcome::Refused {

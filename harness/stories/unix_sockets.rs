@@ -75,6 +75,7 @@ fn bind_again(addr: &SockAddr) -> Outcome {
         bind,
         listen,
         check: StateCheck::Verified,
+        delivery: None,
     }
 }
 
@@ -196,7 +197,7 @@ pub fn table(results: &[(Situation, Outcome)]) -> Table {
         header,
     );
     for (situation, outcome) in results {
-        let mut cell = outcome.cell();
+        let mut cell = outcome.answer();
         if let Some(reason) = outcome.reason() {
             cell = format!("{cell}[{}]", table.footnote(reason));
         }

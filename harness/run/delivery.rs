@@ -1,0 +1,319 @@
+//! Who receives the traffic when two sockets hold one port.
+//!
+//! After a second bind (and, for TCP, listen) that worked while the first
+//! socket still receives (a listener, a bound UDP socket: the state row's
+//! `receives`), real loopback traffic goes to every address both sockets
+//! are reached at: new TCP connections, or UDP datagrams from new senders
+//! and, for a connected UDP first socket, from its peer too. Each socket
+//! counts what it got (accepted connections, datagrams), wherever it lives:
+//! here, in a holder process or in the other user's binder process.
+//!
+//! A kernel that balances (SO_REUSEPORT) picks a socket by a hash of the
+//! sender's address and port, so every connection and datagram comes from
+//! a fresh socket on a port the kernel picks. `ROUND` of them go first;
+//! when all of them reached one socket, `CONFIRM` more follow, so that a
+//! balancing kernel looks one-sided by chance with odds of 2^-23 (about
+//! 350 balanced cases a run: once in 20,000 runs). The split itself varies
+//! from run to run and is kept out of the answer.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, SocketAddr};
+use std::thread;
+use std::time::Instant;
+
+use socket2::{Domain, Socket, Type};
+
+use super::binder::Binding;
+use super::setup::WAIT;
+use super::Holding;
+use crate::outcome::{Delivery, Outcome, Probe, Sender, Verdict};
+use crate::scenario::{Case, Proto, State};
+
+/// Connections or datagrams sent to each shared address.
+pub const ROUND: u32 = 16;
+
+/// More of them when the first `ROUND` all reached one socket.
+pub const CONFIRM: u32 = 8;
+
+/// Whether `case`, answered `outcome`, gets the delivery step: both sockets
+/// took the port (and listen, for TCP), the first socket receives in its
+/// state, and the two share at least one address.
+pub fn applies(case: &Case, outcome: &Outcome) -> bool {
+    let worked = match outcome {
+        Outcome::Ran {
+            bind: Ok(()),
+            listen,
+            ..
+        } => match case.proto {
+            Proto::Tcp => matches!(listen, Some(Ok(()))),
+            Proto::Udp => true,
+        },
+        _ => false,
+    };
+    worked && case.state.receives(case.proto) && !targets(case).is_empty()
+}
+
+/// The addresses both sockets are reached at, in a fixed order. A
+/// connected UDP first socket is reached only at the local address its
+/// connect() chose: the loopback address its peer sits on.
+pub fn targets(case: &Case) -> Vec<IpAddr> {
+    let first = match case.state {
+        State::Connected => vec![case.peer_ip()],
+        _ => case.first.endpoint.reach(),
+    };
+    let second = case.second.endpoint.reach();
+    first.into_iter().filter(|ip| second.contains(ip)).collect()
+}
+
+/// Send the traffic of `case` (run `i` of `holding`) to `port` and count who
+/// received it. An `Err` says why the counting broke off (a child process
+/// that went away).
+pub(super) fn measure(
+    case: &Case,
+    port: u16,
+    i: usize,
+    holding: &mut dyn Holding,
+    binding: &mut dyn Binding,
+) -> Result<Delivery, String> {
+    let mut delivery = Delivery::default();
+    for ip in targets(case) {
+        let to = SocketAddr::new(ip, port);
+        // A connected UDP first socket takes only its peer's datagrams, and
+        // those decide the verdict (`Delivery::verdict`); new senders show
+        // where everybody else's go.
+        let senders: &[(Sender, bool)] = match case.state {
+            State::Connected => &[(Sender::New, false), (Sender::Peer, true)],
+            _ => &[(Sender::New, true)],
+        };
+        for &(sender, decides) in senders {
+            let mut probe = Probe {
+                to: ip,
+                sender,
+                sent: 0,
+                first: 0,
+                second: 0,
+                refused: 0,
+                lost: 0,
+            };
+            let mut side = Sides {
+                proto: case.proto,
+                to,
+                sender,
+                i,
+                holding: &mut *holding,
+                binding: &mut *binding,
+            };
+            side.round(ROUND, &mut probe)?;
+            // Only new senders can be balanced (the peer's port is fixed),
+            // and only traffic that decides the verdict needs the odds.
+            let one_sided = matches!(
+                Verdict::of(probe.first, probe.second),
+                Verdict::First | Verdict::Second
+            );
+            if decides && sender == Sender::New && one_sided {
+                side.round(CONFIRM, &mut probe)?;
+            }
+            delivery.probes.push(probe);
+        }
+    }
+    Ok(delivery)
+}
+
+/// One probe's traffic and the two sockets that count it.
+struct Sides<'a> {
+    proto: Proto,
+    to: SocketAddr,
+    sender: Sender,
+    /// The case's index in `holding`.
+    i: usize,
+    holding: &'a mut dyn Holding,
+    binding: &'a mut dyn Binding,
+}
+
+impl Sides<'_> {
+    /// `n` connections or datagrams, then the count, bounded by `WAIT`.
+    fn round(&mut self, n: u32, probe: &mut Probe) -> Result<(), String> {
+        let (proto, to, i) = (self.proto, self.to, self.i);
+        // Kept open until counted, so that no port is reused within a round.
+        let mut clients: Vec<Socket> = Vec::new();
+        let mut refused = 0;
+        match self.sender {
+            Sender::Peer => {
+                let sent = self.holding.peer_sends(i, to, n)?;
+                refused += n - sent.min(n);
+            }
+            Sender::New => {
+                for _ in 0..n {
+                    match new_client(proto, to) {
+                        Ok(client) => clients.push(client),
+                        Err(_) => refused += 1,
+                    }
+                }
+            }
+        }
+        let mut answered = vec![false; clients.len()];
+        let (mut first, mut second) = (0, 0);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            first += self.holding.drain(i)?;
+            second += self.binding.drain()?;
+            if first + second + refused < n && proto == Proto::Udp {
+                // Port unreachable came back: nobody took that datagram.
+                for (client, done) in clients.iter().zip(answered.iter_mut()) {
+                    if !*done && matches!(client.take_error(), Ok(Some(_))) {
+                        *done = true;
+                        refused += 1;
+                    }
+                }
+            }
+            if first + second + refused >= n || Instant::now() >= deadline {
+                break;
+            }
+            thread::yield_now();
+        }
+        for client in &clients {
+            // TCP: an RST, so that neither end lingers in TIME_WAIT.
+            let _ = client.set_linger(Some(std::time::Duration::ZERO));
+        }
+        probe.sent += n;
+        probe.first += first;
+        probe.second += second;
+        probe.refused += refused;
+        probe.lost += n.saturating_sub(first + second + refused);
+        Ok(())
+    }
+}
+
+/// A new client of the shared port: a connected TCP socket, or a UDP
+/// socket connected to it (so that "port unreachable" comes back to it)
+/// that has sent one datagram.
+///
+/// The UDP client binds its address before it connects: connect() on a
+/// socket bound to a wildcard moves it to another chain of the kernel's
+/// UDP lookup table (Linux: udp_lib_rehash), and a lookup walking that
+/// chain on another CPU at that moment can miss a socket further down it.
+/// Then a datagram meant for a specific address fell through to a
+/// wildcard socket of another case (seen once in about 60 runs, with 256
+/// chains in the private namespace).
+fn new_client(proto: Proto, to: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(to), proto.into(), None)?;
+    match proto {
+        Proto::Tcp => socket.connect_timeout(&to.into(), WAIT)?,
+        Proto::Udp => {
+            socket.bind(&SocketAddr::new(to.ip(), 0).into())?;
+            socket.connect(&to.into())?;
+            socket.send(b"x")?;
+        }
+    }
+    Ok(socket)
+}
+
+/// Take everything waiting on a receiving socket without blocking: accept
+/// (and abort) the connections of a listener, or read the datagrams of a
+/// UDP socket. `skip` is a connection that was queued before the traffic
+/// (`listening-with-backlog`): taken, not counted.
+pub fn drain(socket: &Socket, skip: Option<SocketAddr>) -> io::Result<u32> {
+    socket.set_nonblocking(true)?;
+    let mut count = 0;
+    if socket.r#type()? == Type::STREAM {
+        loop {
+            match socket.accept() {
+                Ok((conn, from)) => {
+                    let _ = conn.set_linger(Some(std::time::Duration::ZERO));
+                    if from.as_socket().map(canonical) != skip.map(canonical) {
+                        count += 1;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(count),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let mut buf = [MaybeUninit::<u8>::uninit(); 16];
+    loop {
+        match socket.recv_from(&mut buf) {
+            Ok(_) => count += 1,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(count),
+            // An error queued on the socket (Windows reports a port
+            // unreachable on the receiver too): not a datagram.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A v4-mapped address as the IPv4 address it stands for.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// `n` datagrams from `peer` to `to`: how many went out.
+pub fn send_from(peer: &Socket, to: SocketAddr, n: u32) -> u32 {
+    (0..n)
+        .filter(|_| peer.send_to(b"x", &to.into()).is_ok())
+        .count() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe;
+
+    fn case(text: &str) -> Case {
+        probe::parse(&[text.to_string()]).unwrap()
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn traffic_goes_to_the_addresses_both_sockets_are_reached_at() {
+        for (text, want) in [
+            ("tcp listening 0.0.0.0 127.0.0.1", &["127.0.0.1"][..]),
+            ("tcp listening ::/dual ::/dual", &["127.0.0.1", "::1"]),
+            ("tcp listening ::/dual ::/v6only", &["::1"]),
+            ("tcp listening ::/v6only 0.0.0.0", &[]),
+            ("tcp listening 127.0.0.1 127.0.0.2", &[]),
+            ("udp bound ::ffff:0.0.0.0 ::/dual", &["127.0.0.1"]),
+            ("udp bound ::1/dual 0.0.0.0", &[]),
+            ("udp connected ::/dual ::/dual v6-peer", &["::1"]),
+            ("udp connected ::/dual ::/dual v4-peer", &["127.0.0.1"]),
+            ("udp connected ::/dual 0.0.0.0 v6-peer", &[]),
+            ("udp connected 0.0.0.0 ::/dual", &["127.0.0.1"]),
+        ] {
+            assert_eq!(targets(&case(text)), ips(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn only_receiving_states_that_took_the_port_get_traffic() {
+        let ran = |listen| Outcome::Ran {
+            bind: Ok(()),
+            listen,
+            check: crate::outcome::StateCheck::Verified,
+            delivery: None,
+        };
+        let refused = Some(Err(crate::outcome::OsError { code: 98 }));
+        let shared = "0.0.0.0 0.0.0.0";
+        for (text, outcome, want) in [
+            ("tcp listening", ran(Some(Ok(()))), true),
+            ("tcp listening", ran(refused), false),
+            ("tcp bound", ran(Some(Ok(()))), false),
+            ("tcp time-wait", ran(Some(Ok(()))), false),
+            ("udp bound", ran(None), true),
+            ("udp connected", ran(None), true),
+        ] {
+            let c = case(&format!("{text} {shared}"));
+            assert_eq!(applies(&c, &outcome), want, "{text}");
+        }
+    }
+}
