@@ -37,25 +37,25 @@ fn every_recorded_cell_agrees_with_its_platform_model() {
             continue;
         };
         checked += 1;
-        let tables = model::records_of(&all, platform).expect("a recorded folder");
+        let tables = model::records_in(&all, folder).expect("a recorded folder");
         let agreement = model::agreement(platform, &tables);
-        eprintln!("{platform}: {}", agreement.summary(platform));
+        eprintln!("{folder}: {}", agreement.summary(platform));
         let never = agreement.never_fired(platform);
         if !never.is_empty() {
-            eprintln!("{platform}: rules no record fired: {}", never.join(", "));
+            eprintln!("{folder}: rules no record fired: {}", never.join(", "));
         }
         if agreement.ran == 0 {
-            failures.push(format!("{platform}: no cell was compared"));
+            failures.push(format!("{folder}: no cell was compared"));
         }
         for (case, predicted, recorded) in agreement.disagree.iter().take(40) {
             failures.push(format!(
-                "{platform}: {}  recorded {recorded}, model {predicted}",
+                "{folder}: {}  recorded {recorded}, model {predicted}",
                 probe::format(case)
             ));
         }
         if agreement.disagree.len() > 40 {
             failures.push(format!(
-                "{platform}: ... {} more",
+                "{folder}: ... {} more",
                 agreement.disagree.len() - 40
             ));
         }

@@ -149,7 +149,14 @@ impl Platform {
         }
     }
 
+    /// The model of `snapshots/<name>/`: a kernel-line folder
+    /// (`linux-5.10`) gets its line's model, which is the reference's where
+    /// the line's rules do not differ (its tables may still differ in what
+    /// the model does not predict, such as who receives the traffic).
     pub fn from_folder(name: &str) -> Option<Platform> {
+        if let Some(line) = name.strip_prefix("linux-") {
+            return Some(Platform::Linux(LinuxLine::of_release(line)));
+        }
         Platform::ALL.iter().copied().find(|p| p.folder() == name)
     }
 
@@ -383,16 +390,20 @@ pub fn records_of(
     all: &crate::report::compare::RecordedTables,
     platform: Platform,
 ) -> Option<std::collections::BTreeMap<String, crate::report::compare::Answers>> {
-    let own = all.get(platform.folder())?;
-    let mut tables = match platform {
-        Platform::Linux(LinuxLine::Reference)
-        | Platform::FreeBsd
-        | Platform::MacOs
-        | Platform::Windows => Default::default(),
-        Platform::Linux(_) => all
-            .get(Platform::Linux(LinuxLine::Reference).folder())
-            .cloned()
-            .unwrap_or_default(),
+    records_in(all, platform.folder())
+}
+
+/// The recorded tables of `snapshots/<folder>/`, with the reference's
+/// tables for the rest when it is a kernel-line folder (`linux-<line>`).
+pub fn records_in(
+    all: &crate::report::compare::RecordedTables,
+    folder: &str,
+) -> Option<std::collections::BTreeMap<String, crate::report::compare::Answers>> {
+    let own = all.get(folder)?;
+    let reference = Platform::Linux(LinuxLine::Reference).folder();
+    let mut tables = match folder.strip_prefix("linux-") {
+        Some(_) => all.get(reference).cloned().unwrap_or_default(),
+        None => Default::default(),
     };
     tables.extend(own.clone());
     Some(tables)
