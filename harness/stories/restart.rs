@@ -14,15 +14,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 
 use super::server::{self, ServerAddr, ServerProcess, Started};
-use crate::outcome::{OsError, Outcome, Side, Skip};
+use crate::outcome::{Outcome, Side, Skip};
 use crate::platform::{self, Observed, TcpState};
 use crate::report::table::{Note, Table};
 use crate::report::Recorded;
 use crate::run::ports;
-use crate::run::setup::WAIT;
 use crate::scenario::{value_enum, Named, Options, Proto, SockOpt};
 use crate::spawn;
 
@@ -239,23 +238,11 @@ fn run_checked(story: &mut Story, log: &mut dyn FnMut(Duration, String)) -> Resu
         "old server listening on 0.0.0.0:{port} ({options})"
     ));
 
-    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut clients = Vec::new();
-    let quiet = spawn::sockets();
-    for i in 0..CLIENTS {
-        let client = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
-        client
-            .connect_timeout(&target.into(), WAIT)
-            .map_err(|e| format!("client {i}: connect: {}", OsError::of(&e)))?;
-        server::exchange(&client, format!("hello {i}\n").as_bytes())
-            .map_err(|e| format!("client {i}: echo: {e}"))?;
-        clients.push(client);
-    }
+    let mut clients = server::connect_clients(port, CLIENTS)?;
     let client_addrs: Vec<SocketAddr> = clients
         .iter()
         .filter_map(|c| c.local_addr().ok()?.as_socket())
         .collect();
-    drop(quiet);
     say(format!("{CLIENTS} clients connected, each echoed a line"));
 
     // Closing client sockets is socket work like any other (see `spawn`).

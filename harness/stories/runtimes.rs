@@ -11,16 +11,16 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Seek};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 
 use super::server;
-use crate::outcome::{OsError, Outcome};
+use crate::outcome::Outcome;
 use crate::platform::{self, ListenerOptions};
 use crate::probe;
 use crate::report::table::{Note, Table};
@@ -595,23 +595,6 @@ impl Running {
     }
 }
 
-/// Clients connected to 127.0.0.1:port, each having echoed a line.
-fn connect(port: u16, n: usize) -> Result<Vec<Socket>, String> {
-    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let _quiet = spawn::sockets();
-    let mut clients = Vec::new();
-    for i in 0..n {
-        let client = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
-        client
-            .connect_timeout(&target.into(), WAIT)
-            .map_err(|e| format!("client {i}: connect: {}", OsError::of(&e)))?;
-        server::exchange(&client, format!("hello {i}\n").as_bytes())
-            .map_err(|e| format!("client {i}: echo: {e}"))?;
-        clients.push(client);
-    }
-    Ok(clients)
-}
-
 fn close(clients: &mut Vec<Socket>) {
     let _quiet = spawn::sockets();
     clients.clear();
@@ -739,7 +722,7 @@ fn run_row(
     let (second, started) = start(new_launcher, &row.new, port, listen_on)?;
     let second_instance = match (second, started) {
         (Some(second), Start::Ready(..)) => {
-            let mut clients = connect(port, PROBES)?;
+            let mut clients = server::connect_clients(port, PROBES)?;
             // Each accepted before it echoed: the lines are on their way.
             let deadline = Instant::now() + Duration::from_secs(5);
             let (mut a, mut b) = (0, 0);
@@ -783,7 +766,7 @@ fn run_row(
         let Some(mut old) = old else {
             return Err(format!("the old server did not start: {started:?}"));
         };
-        let mut clients = connect(port, CLIENTS)?;
+        let mut clients = server::connect_clients(port, CLIENTS)?;
         if graceful {
             old.process.close_stdin();
             old.process.reap(Duration::from_secs(10))?;
@@ -902,7 +885,7 @@ pub fn wait_until_up(row: &Row, limit: Duration) -> Result<Duration, String> {
     let port = lease.port();
     let (old, _) = start(&old_launcher, &row.old, port, row.listen_on)?;
     let old = old.ok_or("the old server did not start")?;
-    let mut clients = connect(port, CLIENTS)?;
+    let mut clients = server::connect_clients(port, CLIENTS)?;
     old.kill()?;
     // As real clients would once they notice: close.
     close(&mut clients);

@@ -10,7 +10,7 @@
 //! process.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::outcome::{OsError, Outcome, Side, Skip, StateCheck};
 use crate::platform::{self, OptionError};
-use crate::run::setup::BACKLOG;
+use crate::run::setup::{BACKLOG, WAIT};
 use crate::scenario::{Options, SockOpt};
 use crate::spawn::{self, ChildProcess};
 
@@ -307,4 +307,22 @@ mod tests {
         assert!(result_of("LISTEN 98", "BIND ").is_err());
         assert!(result_of("BIND soon", "BIND ").is_err());
     }
+}
+
+/// Clients connected to 127.0.0.1:port, each having echoed a line.
+pub fn connect_clients(port: u16, n: usize) -> Result<Vec<Socket>, String> {
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    // Opening sockets is socket work like any other (see `spawn`).
+    let _quiet = spawn::sockets();
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let client = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
+        client
+            .connect_timeout(&target.into(), WAIT)
+            .map_err(|e| format!("client {i}: connect: {}", OsError::of(&e)))?;
+        exchange(&client, format!("hello {i}\n").as_bytes())
+            .map_err(|e| format!("client {i}: echo: {e}"))?;
+        clients.push(client);
+    }
+    Ok(clients)
 }
