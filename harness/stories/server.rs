@@ -279,6 +279,24 @@ pub fn exchange(client: &Socket, message: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Clients connected to 127.0.0.1:port, each having echoed a line.
+pub fn connect_clients(port: u16, n: usize) -> Result<Vec<Socket>, String> {
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    // Opening sockets is socket work like any other (see `spawn`).
+    let _quiet = spawn::sockets();
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let client = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
+        client
+            .connect_timeout(&target.into(), WAIT)
+            .map_err(|e| format!("client {i}: connect: {}", OsError::of(&e)))?;
+        exchange(&client, format!("hello {i}\n").as_bytes())
+            .map_err(|e| format!("client {i}: echo: {e}"))?;
+        clients.push(client);
+    }
+    Ok(clients)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,22 +325,4 @@ mod tests {
         assert!(result_of("LISTEN 98", "BIND ").is_err());
         assert!(result_of("BIND soon", "BIND ").is_err());
     }
-}
-
-/// Clients connected to 127.0.0.1:port, each having echoed a line.
-pub fn connect_clients(port: u16, n: usize) -> Result<Vec<Socket>, String> {
-    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    // Opening sockets is socket work like any other (see `spawn`).
-    let _quiet = spawn::sockets();
-    let mut clients = Vec::new();
-    for i in 0..n {
-        let client = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
-        client
-            .connect_timeout(&target.into(), WAIT)
-            .map_err(|e| format!("client {i}: connect: {}", OsError::of(&e)))?;
-        exchange(&client, format!("hello {i}\n").as_bytes())
-            .map_err(|e| format!("client {i}: echo: {e}"))?;
-        clients.push(client);
-    }
-    Ok(clients)
 }
