@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use addrinuse::model::{self, Platform, Rule};
-use addrinuse::report::compare;
+use addrinuse::report::{compare, wrap};
 use addrinuse::{platform, probe, run};
 
 use super::{Done, Failure};
@@ -50,7 +50,8 @@ pub fn exec(words: &[String], out: &mut dyn Write) -> Done {
         let mark = if Some(p) == here { " <- here" } else { "" };
         writeln!(out, "  {:<10} {status}{mark}", p.folder())?;
         let names: Vec<&str> = prediction.rules.iter().map(|r| r.name).collect();
-        writeln!(out, "  {:<10}   because: {}", "", names.join(", "))?;
+        let because = format!("because: {}", names.join(", "));
+        write!(out, "{}", wrap(&because, &" ".repeat(15), &" ".repeat(24)))?;
         for rule in prediction.rules {
             if !used.iter().any(|r| std::ptr::eq(*r, rule)) {
                 used.push(rule);
@@ -59,7 +60,13 @@ pub fn exec(words: &[String], out: &mut dyn Write) -> Done {
     }
     writeln!(out, "rules:")?;
     for rule in used {
-        writeln!(out, "  {}: {} [{}]", rule.name, rule.says, rule.source)?;
+        let text = format!("{}: {}", rule.name, rule.says);
+        write!(out, "{}", wrap(&text, "  ", "    "))?;
+        write!(
+            out,
+            "{}",
+            wrap(&format!("[{}]", rule.source), "    ", "    ")
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -205,3 +205,45 @@ pub fn summary(cases: &[Outcome], extra: &[Outcome], elapsed: Duration, threads:
     }
     line
 }
+
+/// `text` in lines of at most 80 columns, broken at spaces (a longer word
+/// stays whole): the first line after `first`, the others after `rest`.
+pub fn wrap(text: &str, first: &str, rest: &str) -> String {
+    const WIDTH: usize = 80;
+    let mut out = String::new();
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = rest.to_string();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_text_fits_a_terminal() {
+        let text = "a ".repeat(100);
+        let wrapped = wrap(&text, "  ", "    ");
+        assert!(
+            wrapped.lines().all(|l| l.chars().count() <= 80),
+            "{wrapped}"
+        );
+        assert_eq!(wrapped.split_whitespace().count(), 100);
+        assert!(wrapped.starts_with("  a") && wrapped.lines().nth(1).unwrap().starts_with("    a"));
+    }
+}
