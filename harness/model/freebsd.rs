@@ -248,14 +248,7 @@ pub fn predict_bsd(bsd: &Bsd, case: &Case) -> Prediction {
         bind = Err("EADDRINUSE");
         break;
     }
-    let listen = match (case.proto, bind) {
-        (Proto::Tcp, Ok(())) => {
-            why.say(&LISTEN_NO_CHECK);
-            Some(Ok(()))
-        }
-        _ => None,
-    };
-    why.answer(Answer::Ran { bind, listen })
+    why.answer_listen_unchecked(case.proto, bind, &LISTEN_NO_CHECK)
 }
 
 pub static WILDCARD_FAMILIES: Rule = Rule {

@@ -16,7 +16,7 @@ pub mod windows;
 
 use std::fmt;
 
-use crate::scenario::{Case, Family, SockOpt};
+use crate::scenario::{Case, Family, Proto, SockOpt};
 
 /// One named rule of a platform's model, as a reviewer would say it.
 #[derive(Debug, PartialEq, Eq)]
@@ -94,6 +94,24 @@ impl Why {
             answer,
             rules: self.0,
         }
+    }
+
+    /// The answer where listen() does not look at the port again
+    /// (`listen_rule` says why): a TCP second socket that bound listens.
+    pub fn answer_listen_unchecked(
+        mut self,
+        proto: Proto,
+        bind: Step,
+        listen_rule: &'static Rule,
+    ) -> Prediction {
+        let listen = match (proto, bind) {
+            (Proto::Tcp, Ok(())) => {
+                self.say(listen_rule);
+                Some(Ok(()))
+            }
+            _ => None,
+        };
+        self.answer(Answer::Ran { bind, listen })
     }
 }
 

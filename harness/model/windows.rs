@@ -4,7 +4,7 @@
 //! Microsoft's documentation (`FACTS`).
 
 use super::{lacking, Addr, Answer, Fact, Prediction, Rule, Step, Why};
-use crate::scenario::{Case, Holder, Proto, SockOpt, SocketSpec, State};
+use crate::scenario::{Case, Holder, SockOpt, SocketSpec, State};
 
 const WINE: &str = "Wine dlls/ws2_32/tests/sock.c, test_reuseaddr (its expectations are Windows' answers; todo_wine marks Wine's own gaps)";
 const MS_DOC: &str = "Microsoft, \"Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE\" (Winsock) and \"Sharing Transport Addresses\" (WSK): the second-bind table";
@@ -203,14 +203,7 @@ pub fn predict(case: &Case) -> Prediction {
             Meet::Table => table(case, &mut why),
         }
     };
-    let listen = match (case.proto, bind) {
-        (Proto::Tcp, Ok(())) => {
-            why.say(&LISTEN_NO_CHECK);
-            Some(Ok(()))
-        }
-        _ => None,
-    };
-    why.answer(Answer::Ran { bind, listen })
+    why.answer_listen_unchecked(case.proto, bind, &LISTEN_NO_CHECK)
 }
 
 /// The documented cell for two overlapping sockets of one family.
