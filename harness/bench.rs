@@ -3,14 +3,18 @@
 //! For each state, the same case runs through the harness (`run_case`:
 //! free-port check, setup, verification, second bind, teardown) and as a
 //! bare socket2 loop doing only the syscalls of the setup and the second
-//! bind. Their ratio is the harness overhead; the goal is 2x.
+//! bind. Their ratio is the harness overhead. The floor of the whole
+//! matrix adds the delivery step's traffic at its bare cost per message
+//! (`delivery::floor`), as many messages as the run really sent.
 
 use std::fmt::Write;
+use std::io;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use crate::outcome::{Record, Sender};
 use crate::run::state::recipe;
-use crate::run::{self, run_case};
+use crate::run::{self, delivery, run_case};
 use crate::scenario::{self, Case, Endpoint, Holder, Named, Options, Proto, SocketSpec, State};
 
 pub struct Measurement {
@@ -64,12 +68,44 @@ pub fn measure(iterations: u32) -> Vec<Measurement> {
         .collect()
 }
 
-/// Wall time of the whole default matrix on `threads` threads.
-pub fn whole_matrix(threads: usize) -> (usize, Duration) {
+/// The kinds of delivery traffic: TCP connections and UDP datagrams from
+/// new clients, and datagrams from a connected UDP socket's peer.
+const TRAFFIC: [(Proto, Sender); 3] = [
+    (Proto::Tcp, Sender::New),
+    (Proto::Udp, Sender::New),
+    (Proto::Udp, Sender::Peer),
+];
+
+/// The bare cost of one message of each kind of traffic, on one thread.
+pub fn measure_traffic(iterations: u32) -> Vec<((Proto, Sender), io::Result<Duration>)> {
+    TRAFFIC
+        .into_iter()
+        .map(|(proto, sender)| {
+            let start = Instant::now();
+            let cost =
+                delivery::floor(proto, sender, iterations).map(|()| start.elapsed() / iterations);
+            ((proto, sender), cost)
+        })
+        .collect()
+}
+
+/// The whole default matrix on `threads` threads: its records and wall time.
+pub fn whole_matrix(threads: usize) -> (Vec<Record>, Duration) {
     let cases = scenario::matrix();
     let start = Instant::now();
     let records = run::run_all(&cases, threads, &|_| {});
-    (records.len(), start.elapsed())
+    (records, start.elapsed())
+}
+
+/// How many messages of `kind` the run's delivery step sent.
+fn messages(records: &[Record], kind: (Proto, Sender)) -> u32 {
+    (records.iter())
+        .filter(|r| r.case.proto == kind.0)
+        .filter_map(|r| r.delivery.as_ref())
+        .flat_map(|d| &d.probes)
+        .filter(|p| p.sender == kind.1)
+        .map(|p| p.sent)
+        .sum()
 }
 
 /// The bench report as `addrinuse bench` and `cargo bench` print it.
@@ -77,10 +113,11 @@ pub fn report(iterations: u32) -> String {
     let mut out = String::new();
     // First, while the port range is free of TIME_WAIT from the loops below.
     let threads = run::default_threads();
-    let (n, wall) = whole_matrix(threads);
+    let (records, wall) = whole_matrix(threads);
     writeln!(
         out,
-        "whole matrix: {n} cases in {:.3} s on {threads} threads",
+        "whole matrix: {} cases in {:.3} s on {threads} threads",
+        records.len(),
         wall.as_secs_f64()
     )
     .unwrap();
@@ -108,23 +145,49 @@ pub fn report(iterations: u32) -> String {
         )
         .unwrap();
     }
+    writeln!(
+        out,
+        "delivery traffic, one thread, {iterations} messages per kind (to 127.0.0.1)"
+    )
+    .unwrap();
+    let traffic = measure_traffic(iterations);
+    let mut traffic_floor = Duration::ZERO;
+    for ((proto, sender), raw) in traffic {
+        let sent = messages(&records, (proto, sender));
+        let kind = format!("{:<5} from a {} sender", proto.name(), sender.name());
+        match raw {
+            Ok(raw) => {
+                traffic_floor += raw * sent;
+                let us = raw.as_secs_f64() * 1e6;
+                writeln!(
+                    out,
+                    "{kind:<28} {us:>8.1}us per message, {sent} sent in the whole matrix"
+                )
+            }
+            // Then the floor below lacks this traffic: say so.
+            Err(e) => writeln!(out, "{kind:<28} not measured: {e}"),
+        }
+        .unwrap();
+    }
     // The floor of the whole run: each case that runs here at its state's
-    // bare-syscall cost, one thread. The run's two cores must pay for all
-    // of the harness (holders, checks, teardown) to reach 1.0x.
-    let floor: Duration = (scenario::matrix().iter())
-        .filter(|case| run::precheck(case).is_none())
-        .filter_map(|case| {
-            let m = measured
-                .iter()
-                .find(|m| (m.proto, m.state) == (case.proto, case.state))?;
+    // bare-syscall cost, and its traffic at the bare cost per message, on
+    // one thread. The run's two cores must pay for all of the harness
+    // (holders, checks, counting, teardown) to reach 1.0x.
+    let states_floor: Duration = (records.iter())
+        .filter(|r| run::precheck(&r.case).is_none())
+        .filter_map(|r| {
+            let m =
+                (measured.iter()).find(|m| (m.proto, m.state) == (r.case.proto, r.case.state))?;
             Some(m.raw)
         })
         .sum();
+    let floor = states_floor + traffic_floor;
     writeln!(
         out,
-        "whole matrix against its floor: {:.3} s / {:.3} s = {:.2}x\n  (floor: every case that runs here at its state's raw cost, one thread)",
+        "whole matrix against its floor: {:.3} s / ({:.3} s states + {:.3} s traffic) = {:.2}x\n  (floor: every case that runs here at its state's raw cost, and its traffic, one thread)",
         wall.as_secs_f64(),
-        floor.as_secs_f64(),
+        states_floor.as_secs_f64(),
+        traffic_floor.as_secs_f64(),
         wall.as_secs_f64() / floor.as_secs_f64()
     )
     .unwrap();

@@ -262,6 +262,50 @@ pub fn send_from(peer: &Socket, to: SocketAddr, n: u32) -> u32 {
         .count() as u32
 }
 
+/// The bench's floor of the delivery step: `n` messages of `sender`'s kind
+/// as bare syscalls on one thread, each taken by a receiver on 127.0.0.1:
+/// a new client's connection, accepted and aborted (TCP), or a new
+/// client's datagram, or one from a connected peer (UDP), read.
+pub fn floor(proto: Proto, sender: Sender, n: u32) -> io::Result<()> {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let receiver = Socket::new(Domain::IPV4, proto.into(), None)?;
+    receiver.bind(&loopback.into())?;
+    let to = receiver
+        .local_addr()?
+        .as_socket()
+        .ok_or(io::ErrorKind::InvalidData)?;
+    let mut buf = [MaybeUninit::<u8>::uninit(); 16];
+    match (proto, sender) {
+        (Proto::Tcp, _) => {
+            receiver.listen(128)?;
+            receiver.set_read_timeout(Some(WAIT))?;
+            for _ in 0..n {
+                let client = new_client(proto, to)?;
+                let (conn, _) = receiver.accept()?;
+                conn.set_linger(Some(std::time::Duration::ZERO))?;
+                client.set_linger(Some(std::time::Duration::ZERO))?;
+            }
+        }
+        (Proto::Udp, Sender::New) => {
+            receiver.set_read_timeout(Some(WAIT))?;
+            for _ in 0..n {
+                let _client = new_client(proto, to)?;
+                receiver.recv(&mut buf)?;
+            }
+        }
+        (Proto::Udp, Sender::Peer) => {
+            receiver.set_read_timeout(Some(WAIT))?;
+            let peer = Socket::new(Domain::IPV4, proto.into(), None)?;
+            peer.bind(&loopback.into())?;
+            for _ in 0..n {
+                send_from(&peer, to, 1);
+                receiver.recv(&mut buf)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
