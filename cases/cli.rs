@@ -559,7 +559,11 @@ fn a_closed_stdout_is_not_a_panic() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let mut child = Command::new(env!("CARGO_BIN_EXE_addrinuse"))
-        .args(["--format", "jsonl", "--holder", "same-process"])
+        // About 2 MB of output: far more than a pipe holds, so the
+        // writes after the reader left do fail.
+        .args(words(
+            "--format jsonl --proto udp --state bound --holder same-process",
+        ))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -603,32 +607,6 @@ fn compare_reads_a_crlf_checkout() {
     );
 }
 
-/// The kernel lab's `--save DIR`: one run of the whole suite leaves every
-/// recorded table but the runtimes one, readable in the snapshot format,
-/// next to the JSON lines, and the facts lab/record reads back.
-fn save_writes_every_recorded_table() {
-    use addrinuse::report::lab::SavedRun;
-    use addrinuse::report::Recorded;
-
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("saved");
-    let out = addrinuse(&["--format", "jsonl", "--save", dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let records = stdout(&out).lines().filter(|l| l.starts_with('{')).count();
-    assert!(records > 100_000, "the whole matrix on stdout");
-    let run = SavedRun::open(&dir).unwrap();
-    assert!(run.fact("kernel").is_some());
-    assert!(run.fact(addrinuse::report::lab::SETTINGS_FACT).is_some());
-    for recorded in Recorded::all() {
-        // The runtimes table is the host's: a lab guest has no runtimes.
-        assert_eq!(run.has(&recorded), recorded != Recorded::Runtimes);
-        if run.has(&recorded) {
-            let table = run.table(&recorded).unwrap();
-            assert!(!table.heading.is_empty(), "{}", recorded.name());
-        }
-    }
-}
-
 /// Plain functions listed here, not `#[test]`s: this binary has its own
 /// harness (libtest-mimic), so that a test a machine cannot run is counted
 /// as ignored, with its reason, in the summary.
@@ -652,7 +630,6 @@ fn main() {
         a_closed_stdout_is_not_a_panic,
         compare_reads_a_crlf_checkout,
         no_test_is_silently_dropped,
-        save_writes_every_recorded_table,
     ];
     #[cfg(target_os = "linux")]
     trials.push(libtest_mimic::Trial::ignorable_test(

@@ -9,10 +9,13 @@
 //! line's snapshot where there is one, else with the reference; a new
 //! difference leaves its pending snapshot in the line's folder.
 //!
-//! With `ADDRINUSE_LAB_RUN=DIR` the tables are read from a kernel lab run
-//! (`addrinuse --save DIR` in the guest) instead of being run here, and
-//! compared for that run's kernel: this is how `lab/record` checks and
-//! records kernels (`ADDRINUSE_LAB_RECORD=line|reference`, lab/README.md).
+//! The tables come from one saved run of the whole suite: made here, when
+//! the first table asks, by the `addrinuse` binary exactly as the kernel
+//! lab's guest runs it (`--format jsonl --save DIR`); or, with
+//! `ADDRINUSE_LAB_RUN=DIR`, a kernel lab run, compared for that run's
+//! kernel: this is how `lab/record` checks and records kernels
+//! (`ADDRINUSE_LAB_RECORD=line|reference`, lab/README.md). The runtimes
+//! table, which a saved run leaves out, runs in this process.
 //!
 //! A table this machine cannot run (no IPv6, no 127.0.0.2, not root) is
 //! reported as ignored with its reason, and counted in the summary; with
@@ -21,16 +24,20 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use addrinuse::platform::{self, OS};
 use addrinuse::report::compare::parse_snapshot;
 use addrinuse::report::lab::{self, Checked, SavedRun};
-use addrinuse::report::{matrix, Recorded, Table};
-use addrinuse::run;
+use addrinuse::report::{Recorded, Table};
 use addrinuse::scenario::{self, Selection};
-use addrinuse::stories::{restart, runtimes, unix_sockets};
+use addrinuse::stories::runtimes;
+use addrinuse::{run, spawn};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 fn snapshots() -> PathBuf {
@@ -44,7 +51,7 @@ fn snapshot_dir() -> PathBuf {
 }
 
 /// The kernel lab run whose tables are checked instead of running them.
-fn saved_run() -> Option<&'static SavedRun> {
+fn lab_run() -> Option<&'static SavedRun> {
     static RUN: OnceLock<Option<SavedRun>> = OnceLock::new();
     RUN.get_or_init(|| {
         let dir = std::env::var_os("ADDRINUSE_LAB_RUN")?;
@@ -57,6 +64,68 @@ fn saved_run() -> Option<&'static SavedRun> {
         }
     })
     .as_ref()
+}
+
+/// The whole suite, run once on this machine by the `addrinuse` binary as
+/// the kernel lab's guest runs it: its saved tables, and how many JSON
+/// lines it printed.
+struct Here {
+    run: SavedRun,
+    jsonl_lines: usize,
+}
+
+/// The longest the whole suite may take here (it takes seconds).
+const WHOLE_RUN_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+/// Where `Here` saves its run; removed when the tests end.
+static HERE_DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+
+/// This machine's run, made when the first table asks for it.
+fn here() -> Result<&'static Here, Failed> {
+    static HERE: OnceLock<Result<Here, String>> = OnceLock::new();
+    HERE.get_or_init(|| {
+        // The restart story in it times the old connections: not while the
+        // runtimes story starts JVMs on the same cores.
+        let _turn = timed_story();
+        let dir = tempfile::tempdir().map_err(|e| format!("a temporary folder: {e}"))?;
+        let saved = dir.path().join("saved");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_addrinuse"));
+        command
+            .args(["--format", "jsonl", "--save"])
+            .arg(&saved)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = spawn::start(&mut command).map_err(|e| format!("addrinuse: {e}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let lines = thread::spawn(move || BufReader::new(stdout).lines().count());
+        let said = thread::spawn(move || io::read_to_string(stderr).unwrap_or_default());
+        let deadline = Instant::now() + WHOLE_RUN_LIMIT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "addrinuse --save took longer than {} s",
+                        WHOLE_RUN_LIMIT.as_secs()
+                    ));
+                }
+                Err(e) => return Err(format!("waiting for addrinuse --save: {e}")),
+            }
+        };
+        let (jsonl_lines, said) = (lines.join().unwrap_or(0), said.join().unwrap_or_default());
+        if !status.success() {
+            return Err(format!("addrinuse --save failed ({status}): {said}"));
+        }
+        let run = SavedRun::open(&saved)?;
+        let _ = HERE_DIR.set(dir);
+        Ok(Here { run, jsonl_lines })
+    })
+    .as_ref()
+    .map_err(|e| Failed::from(e.clone()))
 }
 
 /// What lab/record asked for: `line` records a kernel line's differing
@@ -82,7 +151,7 @@ fn recording() -> Recording {
 
 /// `uname -r` of the kernel whose answers are checked.
 fn release() -> String {
-    match saved_run() {
+    match lab_run() {
         Some(run) => run.release(),
         None => platform::facts()
             .into_iter()
@@ -178,69 +247,69 @@ fn timed_story() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Run one recorded table on this machine. `Err` ends its test early:
-/// skipped for want of a capability, or failed.
+/// One recorded table of this machine: the runtimes table runs here, the
+/// others come from the whole suite's run (`here`). `Err` ends its test
+/// early: skipped for want of a capability, or failed.
 fn run_here(recorded: Recorded) -> Result<Table, Result<Completion, Failed>> {
-    let fail = |why: String| Err(Err(Failed::from(why)));
-    Ok(match recorded {
+    match recorded {
         Recorded::Matrix(key) => {
             let cases = Selection::table(&key).cases();
             if cases.is_empty() {
-                return fail(format!("{} has no cases", key.name()));
+                return Err(Err(format!("{} has no cases", key.name()).into()));
             }
             if let Some(skipped) = common::skip_for(common::lacks(&cases)) {
                 return Err(skipped);
             }
-            let records = run::run_all(&cases, run::default_threads(), &|_| {});
-            let rows: Vec<_> = records.iter().collect();
-            matrix::table(&key, &rows)
         }
-        Recorded::Restart => {
-            let _turn = timed_story();
-            restart::table(&restart::all_stories())
+        Recorded::Runtimes => return runtimes_here(),
+        Recorded::Restart | Recorded::UnixSockets => {}
+    }
+    let table = here().and_then(|here| Ok(here.run.table(&recorded)?));
+    table.map_err(Err)
+}
+
+/// The runtimes story, run in this process (a saved run has no runtimes
+/// table).
+fn runtimes_here() -> Result<Table, Result<Completion, Failed>> {
+    let fail = |why: String| Err(Err(Failed::from(why)));
+    // A runtime that is missing is known at once: no story runs.
+    let absent = runtimes::absent();
+    if !absent.is_empty() {
+        let why = absent.join("; ");
+        if common::in_ci() {
+            return fail(format!("this CI machine lacks a runtime: {why}"));
         }
-        Recorded::UnixSockets => unix_sockets::table(&unix_sockets::run_all()),
-        Recorded::Runtimes => {
-            // A runtime that is missing is known at once: no story runs.
-            let absent = runtimes::absent();
-            if !absent.is_empty() {
-                let why = absent.join("; ");
-                if common::in_ci() {
-                    return fail(format!("this CI machine lacks a runtime: {why}"));
-                }
-                return Err(Ok(Completion::ignored_with(why)));
-            }
-            let stories = {
-                let _turn = timed_story();
-                runtimes::run_all(&mut |_| {})
-            };
-            // A runtime left out on purpose (ADDRINUSE_SKIP_RUNTIMES) is a
-            // `skipped` row of the record; a missing one is a capability.
-            let missing = runtimes::missing(&stories);
-            if !missing.is_empty() {
-                let why = missing.join("; ");
-                if common::in_ci() {
-                    return fail(format!("this CI machine lacks a runtime: {why}"));
-                }
-                return Err(Ok(Completion::ignored_with(why)));
-            }
-            // The runtimes table and the matrix never contradict each other.
-            let (compared, contradictions) = runtimes::contradictions(&stories);
-            if !contradictions.is_empty() {
-                return fail(contradictions.join("\n"));
-            }
-            if compared == 0 {
-                return fail("no runtime's sockets could be mapped to matrix cases".into());
-            }
-            runtimes::table(&stories, false)
+        return Err(Ok(Completion::ignored_with(why)));
+    }
+    let stories = {
+        let _turn = timed_story();
+        runtimes::run_all(&mut |_| {})
+    };
+    // A runtime left out on purpose (ADDRINUSE_SKIP_RUNTIMES) is a
+    // `skipped` row of the record; a missing one is a capability.
+    let missing = runtimes::missing(&stories);
+    if !missing.is_empty() {
+        let why = missing.join("; ");
+        if common::in_ci() {
+            return fail(format!("this CI machine lacks a runtime: {why}"));
         }
-    })
+        return Err(Ok(Completion::ignored_with(why)));
+    }
+    // The runtimes table and the matrix never contradict each other.
+    let (compared, contradictions) = runtimes::contradictions(&stories);
+    if !contradictions.is_empty() {
+        return fail(contradictions.join("\n"));
+    }
+    if compared == 0 {
+        return fail("no runtime's sockets could be mapped to matrix cases".into());
+    }
+    Ok(runtimes::table(&stories, false))
 }
 
 /// Run one recorded table (or read it from the lab run) and compare it
 /// with its snapshot.
 fn check(recorded: Recorded) -> Result<Completion, Failed> {
-    let table = match saved_run() {
+    let table = match lab_run() {
         // The lab's guest runs no language runtimes (lab/README.md).
         Some(run) if !run.has(&recorded) => {
             return Ok(Completion::ignored_with(format!(
@@ -263,7 +332,7 @@ fn check(recorded: Recorded) -> Result<Completion, Failed> {
 /// lab/record: put the lab run's kernel in `snapshots/linux-kernels.txt`,
 /// with how many of its tables differ from the reference.
 fn list_kernel() -> Result<(), Failed> {
-    let run = saved_run().ok_or("no ADDRINUSE_LAB_RUN")?;
+    let run = lab_run().ok_or("no ADDRINUSE_LAB_RUN")?;
     let release = run.release();
     let line = lab::line(&release).ok_or_else(|| format!("no kernel line in {release:?}"))?;
     let answers = if recording() == Recording::Reference {
@@ -291,6 +360,33 @@ fn list_kernel() -> Result<(), Failed> {
         answers,
     };
     lab::update_list(&snapshots(), row).map_err(Failed::from)
+}
+
+/// The kernel lab's `--save DIR`, as this machine's run made it: every
+/// recorded table but the runtimes one (a lab guest has no runtimes), the
+/// facts lab/record reads back, and one JSON line per case on stdout.
+fn a_saved_run_holds_every_table() -> Result<(), Failed> {
+    let here = here()?;
+    let mut problems = Vec::new();
+    for fact in ["kernel", lab::SETTINGS_FACT] {
+        if here.run.fact(fact).is_none() {
+            problems.push(format!("no fact {fact:?}"));
+        }
+    }
+    for recorded in Recorded::all() {
+        let wanted = recorded != Recorded::Runtimes;
+        if here.run.has(&recorded) != wanted {
+            problems.push(format!("{}: saved {}", recorded.name(), !wanted));
+        }
+    }
+    let cases = scenario::matrix().len();
+    if here.jsonl_lines != cases {
+        problems.push(format!("{} JSON lines for {cases} cases", here.jsonl_lines));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(problems.join("; ").into())
 }
 
 /// One clear failure for a platform nobody has recorded yet, instead of
@@ -476,7 +572,7 @@ fn runtimes_contradictions_are_caught() -> Result<(), Failed> {
 
 fn main() {
     // Before any thread: the tables run in a network of their own (root).
-    if saved_run().is_none() {
+    if lab_run().is_none() {
         run::isolate();
     }
     common::init();
@@ -498,16 +594,26 @@ fn main() {
     } else {
         // Recording writes the folders and the list these tests read:
         // lab/record checks them in a run of its own afterwards.
-        if saved_run().is_none() {
+        if lab_run().is_none() {
             eprintln!("ADDRINUSE_LAB_RECORD needs ADDRINUSE_LAB_RUN (lab/record sets both)");
             std::process::exit(2);
         }
         vec![Trial::test("list_kernel", list_kernel)]
     };
+    if lab_run().is_none() {
+        trials.push(Trial::test(
+            "a_saved_run_holds_every_table",
+            a_saved_run_holds_every_table,
+        ));
+    }
     trials.extend(Recorded::all().into_iter().map(|recorded| {
         Trial::ignorable_test(format!("table::{}", recorded.name()), move || {
             check(recorded)
         })
     }));
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Some(dir) = HERE_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir.path());
+    }
+    conclusion.exit();
 }
