@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use addrinuse::platform::{self, OS};
 use addrinuse::report::compare::parse_snapshot;
@@ -100,22 +100,8 @@ fn here() -> Result<&'static Here, Failed> {
         let stderr = child.stderr.take().expect("piped");
         let lines = thread::spawn(move || BufReader::new(stdout).lines().count());
         let said = thread::spawn(move || io::read_to_string(stderr).unwrap_or_default());
-        let deadline = Instant::now() + WHOLE_RUN_LIMIT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!(
-                        "addrinuse --save took longer than {} s",
-                        WHOLE_RUN_LIMIT.as_secs()
-                    ));
-                }
-                Err(e) => return Err(format!("waiting for addrinuse --save: {e}")),
-            }
-        };
+        let status = spawn::wait_for(&mut child, WHOLE_RUN_LIMIT)
+            .map_err(|e| format!("addrinuse --save: {e}"))?;
         let (jsonl_lines, said) = (lines.join().unwrap_or(0), said.join().unwrap_or_default());
         if !status.success() {
             return Err(format!("addrinuse --save failed ({status}): {said}"));

@@ -10,7 +10,7 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::thread;
@@ -29,6 +29,24 @@ pub fn sockets() -> RwLockReadGuard<'static, ()> {
 pub fn start(command: &mut Command) -> io::Result<Child> {
     let _exclusive = LOCK.write().unwrap_or_else(|e| e.into_inner());
     command.spawn()
+}
+
+/// Wait until `child` exits, `limit` at most; past that it is killed and
+/// reaped, and the answer says how long it was given.
+pub fn wait_for(child: &mut Child, limit: Duration) -> Result<ExitStatus, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no result within {} s", limit.as_secs()));
+            }
+            Err(e) => return Err(format!("waiting: {e}")),
+        }
+    }
 }
 
 static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
