@@ -386,7 +386,7 @@ pub enum NotReady {
 }
 
 /// Find a runtime's tools and build its program into `cache` (Go and
-/// cargo rebuild only what changed there; javac's one file takes a second).
+/// cargo rebuild only what changed there, javac only an outdated class).
 pub fn prepare(runtime: Runtime, sources: &Path, cache: &Path) -> Result<Launcher, NotReady> {
     if listed(runtime) {
         return Err(NotReady::Absent(format!(
