@@ -16,6 +16,7 @@ pub mod windows;
 
 use std::fmt;
 
+use crate::report::compare::{PlatformTables, RecordedTables};
 use crate::scenario::{Case, Family, Proto, SockOpt};
 
 /// One named rule of a platform's model, as a reviewer would say it.
@@ -382,56 +383,26 @@ impl Agreement {
     }
 }
 
-/// The cell of `case` in recorded tables (`compare::load`'s per-platform
-/// map), if recorded.
-pub fn recorded_cell(
-    tables: &std::collections::BTreeMap<String, crate::report::compare::Answers>,
-    case: &Case,
-) -> Option<String> {
+/// The cell of `case` in a platform's recorded tables, if recorded.
+pub fn recorded_cell<'a>(tables: &'a PlatformTables, case: &Case) -> Option<&'a str> {
     let table = tables.get(&case.table().name())?;
     let key = (
         crate::report::matrix::pair_label(&case.first.endpoint, case.peer, &case.second.endpoint),
         case.first.options.to_string(),
         case.second.options.to_string(),
     );
-    match table.cells.get(&key) {
-        Some(cell) => Some(cell.clone()),
-        None if table.none_run => Some("unsupported".into()),
-        None => None,
-    }
+    table.cell(&key)
 }
 
-/// A platform's recorded tables: its folder, and for a kernel-line folder
-/// (`linux-6.1`, which holds only the tables where its line differs) the
-/// reference's tables for the rest. `None` when the platform has no folder.
-pub fn records_of(
-    all: &crate::report::compare::RecordedTables,
-    platform: Platform,
-) -> Option<std::collections::BTreeMap<String, crate::report::compare::Answers>> {
-    records_in(all, platform.folder())
-}
-
-/// The recorded tables of `snapshots/<folder>/`, with the reference's
-/// tables for the rest when it is a kernel-line folder (`linux-<line>`).
-pub fn records_in(
-    all: &crate::report::compare::RecordedTables,
-    folder: &str,
-) -> Option<std::collections::BTreeMap<String, crate::report::compare::Answers>> {
-    let own = all.get(folder)?;
-    let reference = Platform::Linux(LinuxLine::Reference).folder();
-    let mut tables = match folder.strip_prefix("linux-") {
-        Some(_) => all.get(reference).cloned().unwrap_or_default(),
-        None => Default::default(),
-    };
-    tables.extend(own.clone());
-    Some(tables)
+/// A platform's recorded tables (`compare::load` gives a kernel-line folder
+/// such as `linux-6.1` the reference's tables where it has none). `None`
+/// when the platform has no folder.
+pub fn records_of(all: &RecordedTables, platform: Platform) -> Option<&PlatformTables> {
+    all.get(platform.folder())
 }
 
 /// Compare `platform`'s model with every cell of its records.
-pub fn agreement(
-    platform: Platform,
-    tables: &std::collections::BTreeMap<String, crate::report::compare::Answers>,
-) -> Agreement {
+pub fn agreement(platform: Platform, tables: &PlatformTables) -> Agreement {
     let mut out = Agreement::default();
     for case in crate::scenario::matrix() {
         let recorded = match recorded_cell(tables, &case) {
@@ -441,7 +412,7 @@ pub fn agreement(
                 continue;
             }
         };
-        let recorded = answer_part(&recorded);
+        let recorded = answer_part(recorded);
         if recorded == "skipped" || recorded == "setup-failed" {
             out.not_compared += 1;
             continue;
