@@ -14,10 +14,12 @@ pub mod freebsd;
 pub mod linux;
 pub mod windows;
 
-use std::fmt;
+use std::collections::BTreeMap;
+use std::fmt::{self, Write};
 
-use crate::report::compare::{PlatformTables, RecordedTables};
-use crate::scenario::{Case, Family, Proto, SockOpt};
+use crate::report::compare::{Answers, CellKey, PlatformTables, RecordedTables};
+use crate::report::matrix::push_pair_label;
+use crate::scenario::{Case, Family, Proto, SockOpt, TableKey};
 
 /// One named rule of a platform's model, as a reviewer would say it.
 #[derive(Debug, PartialEq, Eq)]
@@ -357,7 +359,7 @@ pub struct Agreement {
     /// (case, predicted cell, recorded cell).
     pub disagree: Vec<(Case, String, String)>,
     /// How many compared cells each rule took part in, by rule name.
-    pub fired: std::collections::BTreeMap<&'static str, usize>,
+    pub fired: BTreeMap<&'static str, usize>,
 }
 
 impl Agreement {
@@ -385,13 +387,41 @@ impl Agreement {
 
 /// The cell of `case` in a platform's recorded tables, if recorded.
 pub fn recorded_cell<'a>(tables: &'a PlatformTables, case: &Case) -> Option<&'a str> {
-    let table = tables.get(&case.table().name())?;
-    let key = (
-        crate::report::matrix::pair_label(&case.first.endpoint, case.peer, &case.second.endpoint),
-        case.first.options.to_string(),
-        case.second.options.to_string(),
-    );
-    table.cell(&key)
+    RecordedCells::new(tables).get(case)
+}
+
+/// A platform's recorded cells, looked up case after case. `agreement`
+/// asks for every case of the matrix (~150,000 per folder): each table is
+/// found once, and each cell's key is written into one reused buffer.
+struct RecordedCells<'a> {
+    tables: &'a PlatformTables,
+    found: BTreeMap<TableKey, Option<&'a Answers>>,
+    key: CellKey,
+}
+
+impl<'a> RecordedCells<'a> {
+    fn new(tables: &'a PlatformTables) -> Self {
+        RecordedCells {
+            tables,
+            found: BTreeMap::new(),
+            key: CellKey::default(),
+        }
+    }
+
+    fn get(&mut self, case: &Case) -> Option<&'a str> {
+        let tables = self.tables;
+        let found = (self.found.entry(case.table()))
+            .or_insert_with_key(|t| tables.get(&t.name()).map(|a| a.as_ref()));
+        let table = (*found)?;
+        let (pair, first, second) = &mut self.key;
+        pair.clear();
+        push_pair_label(pair, &case.first.endpoint, case.peer, &case.second.endpoint);
+        first.clear();
+        write!(first, "{}", case.first.options).unwrap();
+        second.clear();
+        write!(second, "{}", case.second.options).unwrap();
+        table.cell(&self.key)
+    }
 }
 
 /// A platform's recorded tables (`compare::load` gives a kernel-line folder
@@ -404,8 +434,9 @@ pub fn records_of(all: &RecordedTables, platform: Platform) -> Option<&PlatformT
 /// Compare `platform`'s model with every cell of its records.
 pub fn agreement(platform: Platform, tables: &PlatformTables) -> Agreement {
     let mut out = Agreement::default();
+    let mut cells = RecordedCells::new(tables);
     for case in crate::scenario::matrix() {
-        let recorded = match recorded_cell(tables, &case) {
+        let recorded = match cells.get(&case) {
             Some(cell) => cell,
             None => {
                 out.not_compared += 1;
