@@ -34,10 +34,10 @@ pub fn exec(words: &[String], out: &mut dyn Write) -> Done {
         let prediction = p.predict(&case);
         let predicted = prediction.answer.cell();
         let status = match model::records_of(&recorded, p)
-            .and_then(|tables| model::recorded_cell(&tables, &case))
+            .and_then(|tables| model::recorded_cell(tables, &case))
         {
             Some(cell) => {
-                let cell = model::answer_part(&cell).to_string();
+                let cell = model::answer_part(cell);
                 let verdict = if cell == predicted {
                     "agrees"
                 } else {

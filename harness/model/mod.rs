@@ -14,9 +14,12 @@ pub mod freebsd;
 pub mod linux;
 pub mod windows;
 
-use std::fmt;
+use std::collections::BTreeMap;
+use std::fmt::{self, Write};
 
-use crate::scenario::{Case, Family, Proto, SockOpt};
+use crate::report::compare::{Answers, CellKey, PlatformTables, RecordedTables};
+use crate::report::matrix::push_pair_label;
+use crate::scenario::{Case, Family, Proto, SockOpt, TableKey};
 
 /// One named rule of a platform's model, as a reviewer would say it.
 #[derive(Debug, PartialEq, Eq)]
@@ -356,7 +359,7 @@ pub struct Agreement {
     /// (case, predicted cell, recorded cell).
     pub disagree: Vec<(Case, String, String)>,
     /// How many compared cells each rule took part in, by rule name.
-    pub fired: std::collections::BTreeMap<&'static str, usize>,
+    pub fired: BTreeMap<&'static str, usize>,
 }
 
 impl Agreement {
@@ -382,66 +385,65 @@ impl Agreement {
     }
 }
 
-/// The cell of `case` in recorded tables (`compare::load`'s per-platform
-/// map), if recorded.
-pub fn recorded_cell(
-    tables: &std::collections::BTreeMap<String, crate::report::compare::Answers>,
-    case: &Case,
-) -> Option<String> {
-    let table = tables.get(&case.table().name())?;
-    let key = (
-        crate::report::matrix::pair_label(&case.first.endpoint, case.peer, &case.second.endpoint),
-        case.first.options.to_string(),
-        case.second.options.to_string(),
-    );
-    match table.cells.get(&key) {
-        Some(cell) => Some(cell.clone()),
-        None if table.none_run => Some("unsupported".into()),
-        None => None,
+/// The cell of `case` in a platform's recorded tables, if recorded.
+pub fn recorded_cell<'a>(tables: &'a PlatformTables, case: &Case) -> Option<&'a str> {
+    RecordedCells::new(tables).get(case)
+}
+
+/// A platform's recorded cells, looked up case after case. `agreement`
+/// asks for every case of the matrix (~150,000 per folder): each table is
+/// found once, and each cell's key is written into one reused buffer.
+struct RecordedCells<'a> {
+    tables: &'a PlatformTables,
+    found: BTreeMap<TableKey, Option<&'a Answers>>,
+    key: CellKey,
+}
+
+impl<'a> RecordedCells<'a> {
+    fn new(tables: &'a PlatformTables) -> Self {
+        RecordedCells {
+            tables,
+            found: BTreeMap::new(),
+            key: CellKey::default(),
+        }
+    }
+
+    fn get(&mut self, case: &Case) -> Option<&'a str> {
+        let tables = self.tables;
+        let found = (self.found.entry(case.table()))
+            .or_insert_with_key(|t| tables.get(&t.name()).map(|a| a.as_ref()));
+        let table = (*found)?;
+        let (pair, first, second) = &mut self.key;
+        pair.clear();
+        push_pair_label(pair, &case.first.endpoint, case.peer, &case.second.endpoint);
+        first.clear();
+        write!(first, "{}", case.first.options).unwrap();
+        second.clear();
+        write!(second, "{}", case.second.options).unwrap();
+        table.cell(&self.key)
     }
 }
 
-/// A platform's recorded tables: its folder, and for a kernel-line folder
-/// (`linux-6.1`, which holds only the tables where its line differs) the
-/// reference's tables for the rest. `None` when the platform has no folder.
-pub fn records_of(
-    all: &crate::report::compare::RecordedTables,
-    platform: Platform,
-) -> Option<std::collections::BTreeMap<String, crate::report::compare::Answers>> {
-    records_in(all, platform.folder())
-}
-
-/// The recorded tables of `snapshots/<folder>/`, with the reference's
-/// tables for the rest when it is a kernel-line folder (`linux-<line>`).
-pub fn records_in(
-    all: &crate::report::compare::RecordedTables,
-    folder: &str,
-) -> Option<std::collections::BTreeMap<String, crate::report::compare::Answers>> {
-    let own = all.get(folder)?;
-    let reference = Platform::Linux(LinuxLine::Reference).folder();
-    let mut tables = match folder.strip_prefix("linux-") {
-        Some(_) => all.get(reference).cloned().unwrap_or_default(),
-        None => Default::default(),
-    };
-    tables.extend(own.clone());
-    Some(tables)
+/// A platform's recorded tables (`compare::load` gives a kernel-line folder
+/// such as `linux-6.1` the reference's tables where it has none). `None`
+/// when the platform has no folder.
+pub fn records_of(all: &RecordedTables, platform: Platform) -> Option<&PlatformTables> {
+    all.get(platform.folder())
 }
 
 /// Compare `platform`'s model with every cell of its records.
-pub fn agreement(
-    platform: Platform,
-    tables: &std::collections::BTreeMap<String, crate::report::compare::Answers>,
-) -> Agreement {
+pub fn agreement(platform: Platform, tables: &PlatformTables) -> Agreement {
     let mut out = Agreement::default();
+    let mut cells = RecordedCells::new(tables);
     for case in crate::scenario::matrix() {
-        let recorded = match recorded_cell(tables, &case) {
+        let recorded = match cells.get(&case) {
             Some(cell) => cell,
             None => {
                 out.not_compared += 1;
                 continue;
             }
         };
-        let recorded = answer_part(&recorded);
+        let recorded = answer_part(recorded);
         if recorded == "skipped" || recorded == "setup-failed" {
             out.not_compared += 1;
             continue;

@@ -19,8 +19,19 @@ pub const KEY_COLUMNS: usize = 2;
 /// A row's first key column: `0.0.0.0 -> 127.0.0.1`, and for a dual-stack
 /// first socket with a peer `::/dual v4-peer -> 127.0.0.1`.
 pub fn pair_label(first: &Endpoint, peer: Option<Peer>, second: &Endpoint) -> String {
-    let peer = peer.map_or(String::new(), |p| format!(" {}", p.name()));
-    format!("{first}{peer} -> {second}")
+    let mut label = String::new();
+    push_pair_label(&mut label, first, peer, second);
+    label
+}
+
+/// `pair_label` appended to `out`, so that a loop over every case of the
+/// matrix (the model's check of the records) can reuse one buffer.
+pub fn push_pair_label(out: &mut String, first: &Endpoint, peer: Option<Peer>, second: &Endpoint) {
+    write!(out, "{first}").unwrap();
+    if let Some(p) = peer {
+        write!(out, " {}", p.name()).unwrap();
+    }
+    write!(out, " -> {second}").unwrap();
 }
 
 /// Records sorted into their tables, in report order.
