@@ -342,35 +342,49 @@ fn table_output_starts_with_every_fact_then_the_restart_question() {
     );
 }
 
-/// A copy of the recorded Linux tables as a second, made-up platform
-/// "otheros" where one cell of one row is changed: the fixture for the
-/// compare view (in a temporary folder; the real records stay untouched).
-/// It reads and writes the tables with the library's own `Table`.
-fn two_platforms(changed_table: &str, changed_row: (&str, &str)) -> tempfile::TempDir {
+/// The recorded Linux tables the compare fixtures copy: a few of each kind
+/// (a compare of all 219 is what docs/platforms.md and CI's CRLF step do).
+const FIXTURE_TABLES: &[&str] = &[
+    "tcp_time-wait_same-process_v4",
+    "tcp_listening_other-user_v4-v6",
+    "udp_connected_other-process_v4-mapped",
+    "restart",
+    "unix-sockets",
+];
+
+/// `FIXTURE_TABLES` copied into `snapshots/<os>/` of a temporary folder for
+/// each of `oses`, each file's text passed through `edit(os, table, text)`
+/// (the real records stay untouched).
+fn fixture(oses: &[&str], edit: impl Fn(&str, &str, String) -> String) -> tempfile::TempDir {
     let recorded = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/linux");
     let tmp = tempfile::tempdir().unwrap();
-    for os in ["linux", "otheros"] {
+    for os in oses {
         let dir = tmp.path().join("snapshots").join(os);
         std::fs::create_dir_all(&dir).unwrap();
-        for entry in std::fs::read_dir(&recorded).unwrap() {
-            let entry = entry.unwrap();
-            let mut text = std::fs::read_to_string(entry.path()).unwrap();
-            if os == "otheros"
-                && entry.file_name().to_string_lossy() == format!("{changed_table}.snap")
-            {
-                let mut table = parse_snapshot(changed_table, &text).unwrap();
-                let row = table
-                    .rows
-                    .iter_mut()
-                    .find(|r| r[0] == changed_row.0 && r[1] == changed_row.1)
-                    .expect("row exists");
-                row[2] = "CHANGED".into();
-                text = format!("---\nsource: a test fixture\n---\n{}", table.to_text());
-            }
-            std::fs::write(dir.join(entry.file_name()), text).unwrap();
+        for table in FIXTURE_TABLES {
+            let file = format!("{table}.snap");
+            let text = std::fs::read_to_string(recorded.join(&file)).unwrap();
+            std::fs::write(dir.join(file), edit(os, table, text)).unwrap();
         }
     }
     tmp
+}
+
+/// The fixture as linux and a second, made-up platform "otheros" where one
+/// cell of one row is changed: the compare view's test. It reads and
+/// writes the tables with the library's own `Table`.
+fn two_platforms(changed_table: &str, changed_row: (&str, &str)) -> tempfile::TempDir {
+    fixture(&["linux", "otheros"], |os, table, text| {
+        if os != "otheros" || table != changed_table {
+            return text;
+        }
+        let mut parsed = parse_snapshot(table, &text).unwrap();
+        let row = (parsed.rows.iter_mut())
+            .find(|r| r[0] == changed_row.0 && r[1] == changed_row.1)
+            .expect("row exists");
+        row[2] = "CHANGED".into();
+        format!("---\nsource: a test fixture\n---\n{}", parsed.to_text())
+    })
 }
 
 fn compare_shows_exactly_the_cells_that_differ() {
@@ -583,20 +597,10 @@ fn a_closed_stdout_is_not_a_panic() {
 /// A Windows checkout with `core.autocrlf` turns every snapshot into CRLF:
 /// compare reads it like the LF original (no difference at all).
 fn compare_reads_a_crlf_checkout() {
-    let recorded = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/linux");
-    let tmp = tempfile::tempdir().unwrap();
-    for (os, crlf) in [("linux", false), ("otheros", true)] {
-        let dir = tmp.path().join("snapshots").join(os);
-        std::fs::create_dir_all(&dir).unwrap();
-        for entry in std::fs::read_dir(&recorded).unwrap() {
-            let entry = entry.unwrap();
-            let mut text = std::fs::read_to_string(entry.path()).unwrap();
-            if crlf {
-                text = text.replace('\n', "\r\n");
-            }
-            std::fs::write(dir.join(entry.file_name()), text).unwrap();
-        }
-    }
+    let tmp = fixture(&["linux", "otheros"], |os, _, text| match os {
+        "otheros" => text.replace('\n', "\r\n"),
+        _ => text,
+    });
     let dir = tmp.path().join("snapshots");
     let out = addrinuse(&["compare", "--snapshots", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
