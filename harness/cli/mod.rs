@@ -166,9 +166,9 @@ enum Command {
         #[arg(long)]
         second: bool,
     },
-    /// Measure the harness against a bare socket2 loop, per state.
+    /// Measure the whole matrix against its floor: a bare socket2 loop per state and per kind of traffic.
     Bench {
-        /// Cases per state and per side.
+        /// Cases per state and per side, and messages per kind of traffic.
         #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         iterations: u32,
     },
