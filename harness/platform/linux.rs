@@ -512,6 +512,11 @@ pub const TIME_WAIT: std::time::Duration = std::time::Duration::from_secs(61);
 /// it. unshare() applies to the calling thread and the threads it starts
 /// later, so this must run before any other thread. Needs CAP_SYS_ADMIN.
 pub fn private_network() -> io::Result<()> {
+    // The machine's network, kept for the programs that must reach it
+    // (`in_machine_network`).
+    if let Ok(file) = std::fs::File::open("/proc/self/ns/net") {
+        let _ = MACHINE_NETWORK.set(file.into());
+    }
     new_network()?;
     // A namespace shares the kernel's global TCP hash table (here 262,144
     // buckets) unless its parent asked for one of its own (Linux 6.1 on),
@@ -538,6 +543,29 @@ pub fn private_network() -> io::Result<()> {
         }
     }
     lo_up()
+}
+
+/// The network namespace this process started in, before `private_network`.
+static MACHINE_NETWORK: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
+/// Start `command` in the network this process started in, not the private
+/// one of the run (only lo there): a build that fetches packages (cargo
+/// and the runtimes story's tokio) must reach the package registry.
+pub fn in_machine_network(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let Some(fd) = MACHINE_NETWORK.get().map(AsRawFd::as_raw_fd) else {
+        return;
+    };
+    // SAFETY: between fork and exec the child only makes one syscall on a
+    // descriptor this process keeps open for its whole life.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 fn new_network() -> io::Result<()> {

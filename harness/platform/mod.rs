@@ -41,9 +41,9 @@ mod os;
 
 pub use os::{
     abstract_unix_addr, become_user, census, changed_settings, ephemeral_ports, error_name,
-    excluded_ports, facts, flush_ack, is_listening, listeners_of, observe_tcp, prepare_free_probe,
-    private_network, set_option, DUAL_STACK_PROBE_MISSES_V4, NO_SWITCH_USER, POLL, STATE_CHECK,
-    TIME_WAIT,
+    excluded_ports, facts, flush_ack, in_machine_network, is_listening, listeners_of, observe_tcp,
+    prepare_free_probe, private_network, set_option, DUAL_STACK_PROBE_MISSES_V4, NO_SWITCH_USER,
+    POLL, STATE_CHECK, TIME_WAIT,
 };
 
 /// The platform's name for tables and snapshot folders: the same value as

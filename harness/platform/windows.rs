@@ -364,6 +364,9 @@ pub fn private_network() -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// Every program runs in the machine's network here.
+pub fn in_machine_network(_command: &mut std::process::Command) {}
+
 /// Readies the free-port check's probe socket (see `ports::is_free`).
 pub fn prepare_free_probe(socket: &Socket) {
     let _ = set_exclusive(socket);

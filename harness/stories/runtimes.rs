@@ -330,6 +330,8 @@ const BUILD_LIMIT: Duration = Duration::from_secs(900);
 
 /// Run a build command, bounded; its stderr is kept for the reason.
 fn build(command: &mut Command, what: &str) -> Result<(), String> {
+    // A build may fetch packages: not from the run's private network.
+    platform::in_machine_network(command);
     let mut log = tempfile::tempfile().map_err(|e| format!("{what}: {e}"))?;
     let err = log.try_clone().map_err(|e| format!("{what}: {e}"))?;
     command
