@@ -68,17 +68,9 @@ pub fn measure(iterations: u32) -> Vec<Measurement> {
         .collect()
 }
 
-/// The kinds of delivery traffic: TCP connections and UDP datagrams from
-/// new clients, and datagrams from a connected UDP socket's peer.
-const TRAFFIC: [(Proto, Sender); 3] = [
-    (Proto::Tcp, Sender::New),
-    (Proto::Udp, Sender::New),
-    (Proto::Udp, Sender::Peer),
-];
-
 /// The bare cost of one message of each kind of traffic, on one thread.
 pub fn measure_traffic(iterations: u32) -> Vec<((Proto, Sender), io::Result<Duration>)> {
-    TRAFFIC
+    delivery::TRAFFIC
         .into_iter()
         .map(|(proto, sender)| {
             let start = Instant::now();

@@ -262,6 +262,15 @@ pub fn send_from(peer: &Socket, to: SocketAddr, n: u32) -> u32 {
         .count() as u32
 }
 
+/// The kinds of traffic the delivery step sends: TCP connections and UDP
+/// datagrams from new clients, and datagrams from a connected UDP socket's
+/// peer.
+pub const TRAFFIC: [(Proto, Sender); 3] = [
+    (Proto::Tcp, Sender::New),
+    (Proto::Udp, Sender::New),
+    (Proto::Udp, Sender::Peer),
+];
+
 /// The bench's floor of the delivery step: `n` messages of `sender`'s kind
 /// as bare syscalls on one thread, each taken by a receiver on 127.0.0.1:
 /// a new client's connection, accepted and aborted (TCP), or a new
@@ -317,6 +326,16 @@ mod tests {
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
         list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    /// The bench's floor sends and takes every kind of traffic (a receiver
+    /// that got nothing would time out: an error, not a silent zero).
+    #[test]
+    fn the_bare_traffic_of_every_kind_arrives() {
+        for (proto, sender) in TRAFFIC {
+            let sent = floor(proto, sender, 4);
+            assert!(sent.is_ok(), "{proto:?} {sender:?}: {sent:?}");
+        }
     }
 
     #[test]
