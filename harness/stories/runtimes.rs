@@ -14,6 +14,8 @@ use std::io::{Read, Seek};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -724,7 +726,7 @@ fn run_row(
     row: &Row,
     old_launcher: &Launcher,
     new_launcher: &Launcher,
-    say: &mut dyn FnMut(String),
+    say: &(dyn Fn(String) + Sync),
 ) -> Result<Ran, String> {
     let name = row.name();
     let listen_on = row.listen_on;
@@ -826,9 +828,15 @@ fn run_row(
     })
 }
 
+/// Rows that run at once. A row is mostly program starts (an interpreter,
+/// a JVM) and waits for them; each row has ports of its own, and no answer
+/// depends on how fast a program starts (the restarts meet states that
+/// last a minute), so rows do not change each other's answers.
+const ROWS_AT_ONCE: usize = 2;
+
 /// Run every row; `say` gets progress lines. Runtimes are prepared once
 /// (a skip reason is kept for all of its rows).
-pub fn run_all(say: &mut dyn FnMut(String)) -> Vec<Story> {
+pub fn run_all(say: &mut (dyn FnMut(String) + Send)) -> Vec<Story> {
     let Some(sources) = sources() else {
         return rows()
             .into_iter()
@@ -858,24 +866,47 @@ pub fn run_all(say: &mut dyn FnMut(String)) -> Vec<Story> {
     };
     // The ports first: waiting for another run is not part of the story.
     ports::pool();
-    rows()
-        .into_iter()
-        .map(|row| {
-            let answer = match (launcher(row.old.runtime), launcher(row.new.runtime)) {
-                (Ok(old), Ok(new)) => match run_row(&row, old, new, say) {
-                    Ok(ran) => Answer::Ran(Box::new(ran)),
-                    Err(why) => Answer::SetupFailed(why),
-                },
-                (Err(NotReady::Absent(why)), _) | (_, Err(NotReady::Absent(why))) => {
-                    Answer::Skipped(why.clone())
-                }
-                (Err(NotReady::BuildFailed(why)), _) | (_, Err(NotReady::BuildFailed(why))) => {
-                    Answer::SetupFailed(why.clone())
-                }
-            };
-            Story { row, answer }
-        })
-        .collect()
+    let say = Mutex::new(say);
+    let say = |line: String| (say.lock().unwrap_or_else(|e| e.into_inner()))(line);
+    let story = |row: Row| {
+        let answer = match (launcher(row.old.runtime), launcher(row.new.runtime)) {
+            (Ok(old), Ok(new)) => match run_row(&row, old, new, &say) {
+                Ok(ran) => Answer::Ran(Box::new(ran)),
+                Err(why) => Answer::SetupFailed(why),
+            },
+            (Err(NotReady::Absent(why)), _) | (_, Err(NotReady::Absent(why))) => {
+                Answer::Skipped(why.clone())
+            }
+            (Err(NotReady::BuildFailed(why)), _) | (_, Err(NotReady::BuildFailed(why))) => {
+                Answer::SetupFailed(why.clone())
+            }
+        };
+        Story { row, answer }
+    };
+    let rows = rows();
+    let next = AtomicUsize::new(0);
+    let mut stories: Vec<(usize, Story)> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..ROWS_AT_ONCE)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&row) = rows.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, story(row)));
+                    }
+                })
+            })
+            .collect();
+        (workers.into_iter())
+            .flat_map(|w| w.join().expect("a runtimes worker panicked"))
+            .collect()
+    });
+    // In table order, whichever worker ran them.
+    stories.sort_by_key(|(i, _)| *i);
+    stories.into_iter().map(|(_, story)| story).collect()
 }
 
 /// Where built programs are kept between runs: `runtimes/` in cargo's
