@@ -11,7 +11,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,6 +32,11 @@ pub struct PortPool {
     _lock: Option<PortLock>,
     segments: Vec<(u16, u16)>,
     busy_until: Vec<AtomicU32>,
+    /// In a network namespace of this run's own, the ports no case has
+    /// leased yet: nothing can hold them (the namespace began empty, and
+    /// connect() and bind(port 0) take ports outside the pool), so their
+    /// first lease skips the free-port check. Empty in a shared network.
+    untouched: Vec<AtomicBool>,
     next: AtomicU32,
     epoch: Instant,
 }
@@ -100,9 +105,6 @@ enum PortLock {
 /// answers. A run in a network namespace of its own needs none. A second
 /// run waits for the first (bounded, and said on stderr).
 fn lock_ports() -> Option<PortLock> {
-    if super::network().starts_with("private") {
-        return None;
-    }
     match platform::abstract_unix_addr("addrinuse-ports-lock") {
         Some(name) => lock_by_name(&name).map(PortLock::Name),
         None => lock_file().map(PortLock::File),
@@ -180,7 +182,8 @@ fn lock_file() -> Option<std::fs::File> {
 pub fn pool() -> &'static PortPool {
     static POOL: OnceLock<PortPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let lock = lock_ports();
+        let private = super::network().starts_with("private");
+        let lock = if private { None } else { lock_ports() };
         let segments = segments().segments;
         let len: usize = segments.iter().map(|(a, b)| usize::from(b - a) + 1).sum();
         // A random starting point, so that two processes running at once
@@ -191,6 +194,9 @@ pub fn pool() -> &'static PortPool {
             _lock: lock,
             segments,
             busy_until: (0..len).map(|_| AtomicU32::new(0)).collect(),
+            untouched: (0..if private { len } else { 0 })
+                .map(|_| AtomicBool::new(true))
+                .collect(),
             next: AtomicU32::new((h.finish() % len as u64) as u32),
             epoch: Instant::now(),
         }
@@ -256,7 +262,9 @@ impl PortPool {
                     continue;
                 }
                 let port = self.port_at(index);
-                if is_free(proto, port) {
+                let untouched =
+                    (self.untouched.get(index)).is_some_and(|u| u.swap(false, Ordering::Relaxed));
+                if untouched || is_free(proto, port) {
                     return Ok(Lease {
                         port,
                         index,
