@@ -14,12 +14,12 @@ pub mod freebsd;
 pub mod linux;
 pub mod windows;
 
-use std::collections::BTreeMap;
-use std::fmt::{self, Write};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 
 use crate::report::compare::{Answers, CellKey, PlatformTables, RecordedTables};
 use crate::report::matrix::push_pair_label;
-use crate::scenario::{Case, Family, Proto, SockOpt, TableKey};
+use crate::scenario::{Case, Endpoint, Family, Options, Proto, SockOpt, TableKey};
 
 /// One named rule of a platform's model, as a reviewer would say it.
 #[derive(Debug, PartialEq, Eq)]
@@ -285,6 +285,42 @@ mod tests {
         assert_eq!(answer_part("EADDRINUSE"), "EADDRINUSE");
     }
 
+    /// A table two folders share (a kernel line without a table of its
+    /// own) is looked up once, and still judged by each folder's model: a
+    /// wrong cell is a disagreement in both.
+    #[test]
+    fn a_shared_table_is_judged_by_every_folder_that_holds_it() {
+        let case = crate::probe::parse(&["tcp bound 127.0.0.1 127.0.0.1".into()]).unwrap();
+        let key = (
+            crate::report::matrix::pair_label(
+                &case.first.endpoint,
+                case.peer,
+                &case.second.endpoint,
+            ),
+            case.first.options.to_string(),
+            case.second.options.to_string(),
+        );
+        let table = |cell: &str| {
+            let mut answers = Answers::default();
+            answers.cells.insert(key.clone(), cell.to_string());
+            std::sync::Arc::new(answers)
+        };
+        let name = case.table().name();
+        let wrong = table("ok/ok");
+        let reference = PlatformTables::from([(name.clone(), wrong.clone())]);
+        let line = PlatformTables::from([(name.clone(), wrong)]);
+        let own = PlatformTables::from([(name, table("EADDRINUSE"))]);
+        let folders = [
+            (Platform::Linux(LinuxLine::Reference), &reference),
+            (Platform::Linux(LinuxLine::V6_1), &line),
+            (Platform::Linux(LinuxLine::Reference), &own),
+        ];
+        let found = agreements(&folders, &[case]);
+        let disagree: Vec<usize> = found.iter().map(|a| a.disagree.len()).collect();
+        assert_eq!(disagree, [1, 1, 0]);
+        assert_eq!(found[2].ran, 1);
+    }
+
     #[test]
     fn a_machine_gets_the_model_of_its_kernel_line() {
         let linux = |r| Platform::of_machine("linux", r);
@@ -390,12 +426,15 @@ pub fn recorded_cell<'a>(tables: &'a PlatformTables, case: &Case) -> Option<&'a 
     RecordedCells::new(tables).get(case)
 }
 
-/// A platform's recorded cells, looked up case after case. `agreement`
+/// A platform's recorded cells, looked up case after case. `agreements`
 /// asks for every case of the matrix (~150,000 per folder): each table is
-/// found once, and each cell's key is written into one reused buffer.
+/// found once, each address's and option set's label is written once, and
+/// each cell's key is put together in one reused buffer.
 struct RecordedCells<'a> {
     tables: &'a PlatformTables,
     found: BTreeMap<TableKey, Option<&'a Answers>>,
+    endpoints: HashMap<Endpoint, String>,
+    options: HashMap<Options, String>,
     key: CellKey,
 }
 
@@ -404,23 +443,47 @@ impl<'a> RecordedCells<'a> {
         RecordedCells {
             tables,
             found: BTreeMap::new(),
+            endpoints: HashMap::new(),
+            options: HashMap::new(),
             key: CellKey::default(),
         }
     }
 
-    fn get(&mut self, case: &Case) -> Option<&'a str> {
+    /// The recorded table that holds `case`, if any.
+    fn table(&mut self, case: &Case) -> Option<&'a Answers> {
         let tables = self.tables;
-        let found = (self.found.entry(case.table()))
-            .or_insert_with_key(|t| tables.get(&t.name()).map(|a| a.as_ref()));
-        let table = (*found)?;
+        *(self.found.entry(case.table()))
+            .or_insert_with_key(|t| tables.get(&t.name()).map(|a| a.as_ref()))
+    }
+
+    /// The cell of `case` in `table`, which holds it.
+    fn cell(&mut self, table: &'a Answers, case: &Case) -> Option<&'a str> {
+        for e in [case.first.endpoint, case.second.endpoint] {
+            self.endpoints.entry(e).or_insert_with(|| e.to_string());
+        }
         let (pair, first, second) = &mut self.key;
         pair.clear();
-        push_pair_label(pair, &case.first.endpoint, case.peer, &case.second.endpoint);
-        first.clear();
-        write!(first, "{}", case.first.options).unwrap();
-        second.clear();
-        write!(second, "{}", case.second.options).unwrap();
+        let label = |e: &Endpoint| self.endpoints[e].as_str();
+        push_pair_label(
+            pair,
+            label(&case.first.endpoint),
+            case.peer,
+            label(&case.second.endpoint),
+        );
+        for (out, options) in [(first, case.first.options), (second, case.second.options)] {
+            out.clear();
+            out.push_str(
+                self.options
+                    .entry(options)
+                    .or_insert_with(|| options.to_string()),
+            );
+        }
         table.cell(&self.key)
+    }
+
+    fn get(&mut self, case: &Case) -> Option<&'a str> {
+        let table = self.table(case)?;
+        self.cell(table, case)
     }
 }
 
@@ -431,37 +494,72 @@ pub fn records_of(all: &RecordedTables, platform: Platform) -> Option<&PlatformT
     all.get(platform.folder())
 }
 
-/// Compare `platform`'s model with every cell of its records.
-pub fn agreement(platform: Platform, tables: &PlatformTables) -> Agreement {
-    let mut out = Agreement::default();
-    let mut cells = RecordedCells::new(tables);
-    for case in crate::scenario::matrix() {
-        let recorded = match cells.get(&case) {
-            Some(cell) => cell,
-            None => {
-                out.not_compared += 1;
-                continue;
-            }
-        };
-        let recorded = answer_part(recorded);
-        if recorded == "skipped" || recorded == "setup-failed" {
-            out.not_compared += 1;
-            continue;
-        }
-        let prediction = platform.predict(&case);
-        let predicted = prediction.answer.cell();
-        if predicted != recorded {
-            out.disagree.push((case, predicted, recorded.to_string()));
-            continue;
-        }
-        if prediction.answer == Answer::Unsupported {
-            out.unsupported += 1;
-        } else {
-            out.ran += 1;
-        }
-        for rule in prediction.rules {
-            *out.fired.entry(rule.name).or_default() += 1;
+/// Compare each folder's model with every cell of its records, in one
+/// pass over `cases`. A kernel line's folder holds the reference's very
+/// tables where it has none of its own (`compare::load`), so a cell of such
+/// a table is looked up once for all the folders that share it.
+pub fn agreements(folders: &[(Platform, &PlatformTables)], cases: &[Case]) -> Vec<Agreement> {
+    let mut cells: Vec<RecordedCells> = (folders.iter())
+        .map(|(_, tables)| RecordedCells::new(tables))
+        .collect();
+    let mut out: Vec<Agreement> = folders.iter().map(|_| Agreement::default()).collect();
+    // This case's cells so far, by the table they were looked up in.
+    let mut looked_up: Vec<(&Answers, Option<&str>)> = Vec::with_capacity(folders.len());
+    for case in cases {
+        looked_up.clear();
+        for (i, (platform, _)) in folders.iter().enumerate() {
+            let recorded = cells[i].table(case).and_then(|table| {
+                match looked_up.iter().find(|(t, _)| std::ptr::eq(*t, table)) {
+                    Some(&(_, cell)) => cell,
+                    None => {
+                        let cell = cells[i].cell(table, case);
+                        looked_up.push((table, cell));
+                        cell
+                    }
+                }
+            });
+            out[i].add(*platform, case, recorded);
         }
     }
     out
+}
+
+impl Agreement {
+    /// One case: its recorded cell (`None`: no such table or cell) against
+    /// the model's prediction.
+    fn add(&mut self, platform: Platform, case: &Case, recorded: Option<&str>) {
+        let Some(recorded) = recorded.map(answer_part) else {
+            self.not_compared += 1;
+            return;
+        };
+        if recorded == "skipped" || recorded == "setup-failed" {
+            self.not_compared += 1;
+            return;
+        }
+        let prediction = platform.predict(case);
+        let predicted = prediction.answer.cell();
+        if predicted != recorded {
+            self.disagree.push((*case, predicted, recorded.to_string()));
+            return;
+        }
+        if prediction.answer == Answer::Unsupported {
+            self.unsupported += 1;
+        } else {
+            self.ran += 1;
+        }
+        for rule in prediction.rules {
+            *self.fired.entry(rule.name).or_default() += 1;
+        }
+    }
+
+    /// `other`'s cells added to these (the same folder, other cases).
+    pub fn merge(&mut self, other: Agreement) {
+        self.ran += other.ran;
+        self.unsupported += other.unsupported;
+        self.not_compared += other.not_compared;
+        self.disagree.extend(other.disagree);
+        for (rule, n) in other.fired {
+            *self.fired.entry(rule).or_default() += n;
+        }
+    }
 }
