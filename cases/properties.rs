@@ -8,6 +8,7 @@ use addrinuse::outcome::Outcome;
 use addrinuse::probe;
 use addrinuse::run::{self, ports, run_case};
 use addrinuse::scenario::{matrix, Case, State};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
@@ -18,10 +19,14 @@ use proptest::sample::select;
 /// answered without a syscall; cases this machine cannot run (no IPv6, no
 /// 127.0.0.2, not root) are counted by `the_whole_matrix_is_drawn_from`.
 fn runnable() -> Vec<Case> {
-    matrix()
-        .into_iter()
-        .filter(|c| run::precheck(c).is_none())
-        .collect()
+    static RUNNABLE: OnceLock<Vec<Case>> = OnceLock::new();
+    (RUNNABLE.get_or_init(|| {
+        matrix()
+            .into_iter()
+            .filter(|c| run::precheck(c).is_none())
+            .collect()
+    }))
+    .clone()
 }
 
 /// Ignored, with the reason, where the properties cannot draw from every
