@@ -17,11 +17,11 @@ use super::{Done, Failure, RunArgs};
 
 pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
     let selection = Selection {
-        protos: args.proto,
-        states: args.state,
-        holders: args.holder,
-        groups: args.group,
-        families: args.family,
+        protos: args.proto.clone(),
+        states: args.state.clone(),
+        holders: args.holder.clone(),
+        groups: args.group.clone(),
+        families: args.family.clone(),
     };
     if args.save.is_some() && !selection.is_everything() {
         return Err(Failure::Usage(
@@ -64,6 +64,48 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
     let stories = with_stories.then(restart::all_stories).unwrap_or_default();
     let unix = with_stories.then(unix_sockets::run_all).unwrap_or_default();
 
+    // A saved run's tables are built while the output is written: both
+    // take a while for the whole matrix, and neither needs the other.
+    let ran = Ran {
+        records: &records,
+        stories: &stories,
+        unix: &unix,
+    };
+    std::thread::scope(|scope| {
+        let saving = (args.save.as_deref()).map(|dir| scope.spawn(move || save(dir, &ran)));
+        let printed = print(&args, &selection, with_stories, &ran, out);
+        let saved = saving.map_or(Ok(()), |saving| {
+            saving
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        });
+        printed.and(saved)
+    })?;
+    let mut story_cells: Vec<_> = stories.into_iter().map(|s| s.new_server).collect();
+    story_cells.extend(unix.into_iter().map(|(_, o)| o));
+    let elapsed = start.elapsed();
+    let outcomes: Vec<_> = records.into_iter().map(|r| r.outcome).collect();
+    let summary = report::summary(&outcomes, &story_cells, elapsed, threads);
+    let _ = writeln!(io::stderr(), "{summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What one run found: the matrix's records and the stories.
+#[derive(Clone, Copy)]
+struct Ran<'a> {
+    records: &'a [Record],
+    stories: &'a [restart::Story],
+    unix: &'a [(unix_sockets::Situation, Outcome)],
+}
+
+/// The run on stdout, as the format and the selection ask.
+fn print(
+    args: &RunArgs,
+    selection: &Selection,
+    with_stories: bool,
+    ran: &Ran,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     // A person at a terminal who asked for nothing in particular gets one
     // or two screens; scripts and filters get the full data.
     let first_screen = args.format == Format::Table
@@ -71,10 +113,10 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
         && !args.full
         && io::stdout().is_terminal();
     match args.format {
-        _ if args.takeovers => match report::takeovers(&records) {
+        _ if args.takeovers => match report::takeovers(ran.records) {
             Some(list) => write!(out, "{list}")?,
             None => {
-                let tried = records.iter().filter(|r| r.delivery.is_some()).count();
+                let tried = ran.records.iter().filter(|r| r.delivery.is_some()).count();
                 writeln!(
                     out,
                     "No port takeovers: in none of the {tried} cases where traffic was sent \
@@ -85,17 +127,17 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
         Format::Jsonl => {
             // One write per line would be a write per case (150,822 for the matrix).
             let mut out = io::BufWriter::new(&mut *out);
-            for r in &records {
+            for r in ran.records {
                 writeln!(out, "{}", json::record(r))?;
             }
             out.flush()?;
         }
         Format::Table if first_screen => {
             writeln!(out, "{}", header::text())?;
-            if let Some(summary) = matrix::restart_summary(&records) {
+            if let Some(summary) = matrix::restart_summary(ran.records) {
                 writeln!(out, "{summary}")?;
             }
-            writeln!(out, "{}", matrix::digest(&records).to_text())?;
+            writeln!(out, "{}", matrix::digest(ran.records).to_text())?;
             for (a, b, why) in [
                 (
                     Holder::SameProcess,
@@ -108,7 +150,7 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
                     "another user or the same one",
                 ),
             ] {
-                let (differ, of) = matrix::holders_differ(&records, a, b);
+                let (differ, of) = matrix::holders_differ(ran.records, a, b);
                 if of > 0 {
                     writeln!(
                         out,
@@ -116,11 +158,11 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
                     )?;
                 }
             }
-            writeln!(out, "{}", report::takeover_count(&records))?;
+            writeln!(out, "{}", report::takeover_count(ran.records))?;
             writeln!(out)?;
-            writeln!(out, "{}", restart::table(&stories).to_text())?;
-            writeln!(out, "{}", unix_sockets::table(&unix).to_text())?;
-            let tables = matrix::tables(&records).len();
+            writeln!(out, "{}", restart::table(ran.stories).to_text())?;
+            writeln!(out, "{}", unix_sockets::table(ran.unix).to_text())?;
+            let tables = matrix::tables(ran.records).len();
             writeln!(
                 out,
                 "Every table ({tables} of them, with every address pair and option set): \
@@ -130,43 +172,29 @@ pub fn exec(args: RunArgs, out: &mut dyn Write) -> Done {
         }
         Format::Table | Format::Markdown => {
             writeln!(out, "{}", header::text())?;
-            if let Some(summary) = matrix::restart_summary(&records) {
+            if let Some(summary) = matrix::restart_summary(ran.records) {
                 writeln!(
                     out,
                     "{summary}  (ok/ok: bind and listen both work; EADDRINUSE: the bind fails)\n"
                 )?;
             }
-            for (key, rows) in matrix::tables(&records) {
+            for (key, rows) in matrix::tables(ran.records) {
                 writeln!(out, "{}", args.format.write(&matrix::table(&key, &rows)))?;
             }
             if with_stories {
-                writeln!(out, "{}", args.format.write(&restart::table(&stories)))?;
-                writeln!(out, "{}", args.format.write(&unix_sockets::table(&unix)))?;
+                writeln!(out, "{}", args.format.write(&restart::table(ran.stories)))?;
+                writeln!(out, "{}", args.format.write(&unix_sockets::table(ran.unix)))?;
             }
         }
     }
-    if let Some(dir) = &args.save {
-        save(dir, &records, &stories, &unix)?;
-    }
-    let mut story_cells: Vec<_> = stories.into_iter().map(|s| s.new_server).collect();
-    story_cells.extend(unix.into_iter().map(|(_, o)| o));
-    let elapsed = start.elapsed();
-    let outcomes: Vec<_> = records.into_iter().map(|r| r.outcome).collect();
-    let summary = report::summary(&outcomes, &story_cells, elapsed, threads);
-    let _ = writeln!(io::stderr(), "{summary}");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Every recorded table of this run (the runtimes table aside), as
 /// `cargo test` would compare it, and
 /// the header facts, into `dir` (lab/record reads them back on the host).
-fn save(
-    dir: &Path,
-    records: &[Record],
-    stories: &[restart::Story],
-    unix: &[(unix_sockets::Situation, Outcome)],
-) -> Result<(), Failure> {
-    let by_table = matrix::tables(records);
+fn save(dir: &Path, ran: &Ran) -> Result<(), Failure> {
+    let by_table = matrix::tables(ran.records);
     let tables: Vec<(Recorded, Table)> = Recorded::all()
         .into_iter()
         .filter_map(|recorded| {
@@ -174,8 +202,8 @@ fn save(
                 Recorded::Matrix(key) => {
                     matrix::table(&key, by_table.get(&key).map_or(&[][..], Vec::as_slice))
                 }
-                Recorded::Restart => restart::table(stories),
-                Recorded::UnixSockets => unix_sockets::table(unix),
+                Recorded::Restart => restart::table(ran.stories),
+                Recorded::UnixSockets => unix_sockets::table(ran.unix),
                 // Language runtimes are the host's business: a kernel lab
                 // guest has none, and the test suite skips the table.
                 Recorded::Runtimes => return None,
