@@ -8,13 +8,14 @@
 //! So socket work takes a shared lock (`sockets`), and starting a child
 //! takes it exclusively (`start`), until the child has exec'ed.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::platform::{self, LineError};
 
 static LOCK: RwLock<()> = RwLock::new(());
 
@@ -78,7 +79,7 @@ pub struct ChildProcess {
     child: Child,
     /// `None` once closed (`close_stdin`).
     stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
+    lines: platform::ChildLines,
     /// `the holder process`: how errors name it.
     what: &'static str,
 }
@@ -104,32 +105,20 @@ impl ChildProcess {
         };
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        // Reads until the child's stdout closes, which it does when it
-        // exits or is killed: the thread never outlives the child.
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Ok(ChildProcess {
             child,
             stdin: Some(stdin),
-            lines,
+            lines: platform::ChildLines::new(stdout),
             what,
         })
     }
 
     /// The child's next line, waiting until `deadline` at most.
-    pub fn line(&self, deadline: Instant) -> Result<String, String> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.lines.recv_timeout(left) {
-            Ok(line) => Ok(line),
-            Err(RecvTimeoutError::Timeout) => Err(format!("{} did not answer in time", self.what)),
-            Err(RecvTimeoutError::Disconnected) => Err(format!("{} exited early", self.what)),
-        }
+    pub fn line(&mut self, deadline: Instant) -> Result<String, String> {
+        self.lines.next(deadline).map_err(|e| match e {
+            LineError::Timeout => format!("{} did not answer in time", self.what),
+            LineError::Closed => format!("{} exited early", self.what),
+        })
     }
 
     pub fn send(&mut self, text: &str) -> Result<(), String> {

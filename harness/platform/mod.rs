@@ -9,7 +9,9 @@
 //! - `facts`: the platform facts that change the answers (for the header),
 //! - `changed_settings`: settings known to change answers that are not at
 //!   their default (a record made under them says so),
-//! - `ephemeral_ports`: the range the kernel picks ports from.
+//! - `ephemeral_ports`: the range the kernel picks ports from,
+//! - `ChildLines`: a child process's stdout line by line, each wait bounded
+//!   (poll(2) on Unix, a reader thread on Windows).
 
 use std::io;
 use std::net::SocketAddr;
@@ -38,6 +40,11 @@ mod os;
 #[cfg(windows)]
 #[path = "windows.rs"]
 mod os;
+
+#[cfg(windows)]
+pub use os::ChildLines;
+#[cfg(unix)]
+pub use unix::ChildLines;
 
 pub use os::{
     abstract_unix_addr, become_user, census, changed_settings, ephemeral_ports, error_name,
@@ -185,6 +192,21 @@ pub struct ListenerOptions {
     pub exclusive: Option<bool>,
 }
 
+/// Why a child process gave no line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineError {
+    /// Not within the deadline.
+    Timeout,
+    /// Its stdout closed: it exited, or was killed.
+    Closed,
+}
+
+/// A line's text, without a `\r` before its end (as `BufRead::lines`).
+fn line_text(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    String::from_utf8_lossy(line).into_owned()
+}
+
 /// A free-standing helper the OS modules share: a raw `setsockopt` result to
 /// `OptionError`.
 pub(crate) fn refused(result: io::Result<()>) -> Result<(), OptionError> {
@@ -217,3 +239,5 @@ const _: fn(&str) -> Option<socket2::SockAddr> = abstract_unix_addr;
 const _: fn(&Socket) -> io::Result<()> = flush_ack;
 const _: fn(&Socket) -> io::Result<bool> = is_listening;
 const _: fn(u32, u16) -> io::Result<Option<Vec<ListenerOptions>>> = listeners_of;
+const _: fn(std::process::ChildStdout) -> ChildLines = ChildLines::new;
+const _: fn(&mut ChildLines, std::time::Instant) -> Result<String, LineError> = ChildLines::next;

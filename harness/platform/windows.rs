@@ -407,3 +407,37 @@ pub fn excluded_ports() -> Vec<(u16, u16)> {
 pub fn listeners_of(_pid: u32, _port: u16) -> io::Result<Option<Vec<super::ListenerOptions>>> {
     Ok(None)
 }
+
+/// A child process's stdout, read line by line, each wait bounded: a
+/// thread reads the pipe (Windows cannot poll an anonymous pipe) and hands
+/// the lines over. It reads until the pipe closes, which it does when the
+/// child exits or is killed: the thread never outlives the child.
+pub struct ChildLines {
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildLines {
+    pub fn new(stdout: std::process::ChildStdout) -> ChildLines {
+        use std::io::BufRead;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).split(b'\n') {
+                let Ok(line) = line else { break };
+                if tx.send(super::line_text(&line)).is_err() {
+                    break;
+                }
+            }
+        });
+        ChildLines { lines }
+    }
+
+    /// The next line (without its end), waiting until `deadline` at most.
+    pub fn next(&mut self, deadline: std::time::Instant) -> Result<String, super::LineError> {
+        use std::sync::mpsc::RecvTimeoutError;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        self.lines.recv_timeout(left).map_err(|e| match e {
+            RecvTimeoutError::Timeout => super::LineError::Timeout,
+            RecvTimeoutError::Disconnected => super::LineError::Closed,
+        })
+    }
+}

@@ -188,7 +188,7 @@ impl Child {
         let process = (|| {
             let mut command = Command::new(spawn::program()?);
             command.args(["hold", "--second", "--as-user", SECOND_USER]);
-            let process = ChildProcess::start(&mut command, "the binder process")?;
+            let mut process = ChildProcess::start(&mut command, "the binder process")?;
             match process.line(Instant::now() + CASE_DEADLINE)? {
                 hello if hello == HELLO => Ok(process),
                 other => Err(format!("the binder process failed to start: {other}")),

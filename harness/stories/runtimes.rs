@@ -588,7 +588,7 @@ fn start(
     listen_on: ListenOn,
 ) -> Result<(Option<Running>, Start), String> {
     let mut command = launcher.command(program, port, listen_on);
-    let process = ChildProcess::start(&mut command, "the runtime's program")?;
+    let mut process = ChildProcess::start(&mut command, "the runtime's program")?;
     let line = process.line(Instant::now() + START_WAIT)?;
     let start = parse_start(&line)?;
     let running = matches!(start, Start::Ready(..)).then_some(Running { process });
@@ -601,7 +601,7 @@ impl Running {
     }
 
     /// `accepted` lines until `deadline` or `want` of them.
-    fn accepted(&self, want: usize, deadline: Instant) -> usize {
+    fn accepted(&mut self, want: usize, deadline: Instant) -> usize {
         let mut n = 0;
         while n < want {
             match self.process.line(deadline) {
@@ -734,13 +734,13 @@ fn run_row(
     let lease = ports::pool().take(Proto::Tcp)?;
     let port = lease.port();
     let (first, started) = start(old_launcher, &row.old, port, listen_on)?;
-    let (Some(first), Start::Ready(version, inside)) = (first, started.clone()) else {
+    let (Some(mut first), Start::Ready(version, inside)) = (first, started.clone()) else {
         return Err(format!("the first instance did not start: {started:?}"));
     };
     let (old, mut disagreements, outside) = seen(&first, port, &inside, row.old.name);
     let (second, started) = start(new_launcher, &row.new, port, listen_on)?;
     let second_instance = match (second, started) {
-        (Some(second), Start::Ready(..)) => {
+        (Some(mut second), Start::Ready(..)) => {
             let mut clients = server::connect_clients(port, PROBES)?;
             // Each accepted before it echoed: the lines are on their way.
             let deadline = Instant::now() + Duration::from_secs(5);
