@@ -9,13 +9,16 @@
 //! here, in a holder process or in the other user's binder process.
 //!
 //! A kernel that balances (SO_REUSEPORT) picks a socket by a hash of the
-//! sender's address and port, so every connection and datagram comes from
-//! a fresh socket on a port the kernel picks. `ROUND` of them go first;
+//! sender's address and port, so every connection comes from a fresh
+//! socket, and every datagram of a probe from a port of its own (the
+//! kernel picked it for one of the thread's UDP senders). `ROUND` of them go first;
 //! when all of them reached one socket, `CONFIRM` more follow, so that a
 //! balancing kernel looks one-sided by chance with odds of 2^-23 (about
 //! 350 balanced cases a run: once in 20,000 runs). The split itself varies
 //! from run to run and is kept out of the answer.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
@@ -143,6 +146,15 @@ impl Sides<'_> {
                 let sent = self.holding.peer_sends(i, to, n)?;
                 refused += n - sent.min(n);
             }
+            Sender::New if proto == Proto::Udp => {
+                clients = udp_senders(to.ip(), n as usize)
+                    .map_err(|e| format!("UDP senders on {}: {e}", to.ip()))?;
+                for sender in &clients {
+                    if send_datagram(sender, to).is_err() {
+                        refused += 1;
+                    }
+                }
+            }
             Sender::New => {
                 for _ in 0..n {
                     match new_client(proto, to) {
@@ -172,9 +184,14 @@ impl Sides<'_> {
             }
             thread::yield_now();
         }
-        for client in &clients {
-            // TCP: an RST, so that neither end lingers in TIME_WAIT.
-            let _ = client.set_linger(Some(std::time::Duration::ZERO));
+        match proto {
+            Proto::Udp => give_back_udp_senders(to.ip(), clients),
+            Proto::Tcp => {
+                for client in &clients {
+                    // An RST, so that neither end lingers in TIME_WAIT.
+                    let _ = client.set_linger(Some(std::time::Duration::ZERO));
+                }
+            }
         }
         probe.sent += n;
         probe.first += first;
@@ -185,28 +202,70 @@ impl Sides<'_> {
     }
 }
 
-/// A new client of the shared port: a connected TCP socket, or a UDP
-/// socket connected to it (so that "port unreachable" comes back to it)
-/// that has sent one datagram.
-///
-/// The UDP client binds its address before it connects: connect() on a
-/// socket bound to a wildcard moves it to another chain of the kernel's
-/// UDP lookup table (Linux: udp_lib_rehash), and a lookup walking that
-/// chain on another CPU at that moment can miss a socket further down it.
-/// Then a datagram meant for a specific address fell through to a
-/// wildcard socket of another case (seen once in about 60 runs, with 256
-/// chains in the private namespace).
+/// A new client of the shared port: a connected TCP socket.
 fn new_client(proto: Proto, to: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(to), proto.into(), None)?;
-    match proto {
-        Proto::Tcp => socket.connect_timeout(&to.into(), WAIT)?,
-        Proto::Udp => {
-            socket.bind(&SocketAddr::new(to.ip(), 0).into())?;
-            socket.connect(&to.into())?;
-            socket.send(b"x")?;
-        }
-    }
+    socket.connect_timeout(&to.into(), WAIT)?;
     Ok(socket)
+}
+
+thread_local! {
+    /// This thread's UDP senders, by source address, oldest first.
+    static UDP_SENDERS: RefCell<Vec<(IpAddr, VecDeque<Socket>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `n` UDP senders on `ip` for a round: a new sender needs a source port of
+/// its own, not a socket of its own. Each is bound once, to `ip` and a port
+/// the kernel picks, and kept by this thread for later rounds; a round
+/// takes the ones used longest ago, and a thread keeps at least
+/// `ROUND + CONFIRM` per address, so the rounds of one probe never share a
+/// port (a balancing kernel hashes the source port).
+///
+/// Bound before they connect: connect() on a socket bound to a wildcard
+/// moves it to another chain of the kernel's UDP lookup table (Linux:
+/// udp_lib_rehash), and a lookup walking that chain on another CPU at that
+/// moment can miss a socket further down it. Then a datagram meant for a
+/// specific address fell through to a wildcard socket of another case
+/// (seen once in about 60 runs, with 256 chains in the private namespace).
+fn udp_senders(ip: IpAddr, n: usize) -> io::Result<Vec<Socket>> {
+    UDP_SENDERS.with_borrow_mut(|pools| {
+        let at = match pools.iter().position(|(a, _)| *a == ip) {
+            Some(at) => at,
+            None => {
+                pools.push((ip, VecDeque::new()));
+                pools.len() - 1
+            }
+        };
+        let pool = &mut pools[at].1;
+        while pool.len() < n.max((ROUND + CONFIRM) as usize) {
+            let socket = Socket::new(
+                Domain::for_address(SocketAddr::new(ip, 0)),
+                Type::DGRAM,
+                None,
+            )?;
+            socket.bind(&SocketAddr::new(ip, 0).into())?;
+            pool.push_back(socket);
+        }
+        Ok(pool.drain(..n).collect())
+    })
+}
+
+/// Senders back to their pool, as the ones used last.
+fn give_back_udp_senders(ip: IpAddr, senders: Vec<Socket>) {
+    UDP_SENDERS.with_borrow_mut(|pools| {
+        if let Some((_, pool)) = pools.iter_mut().find(|(a, _)| *a == ip) {
+            pool.extend(senders);
+        }
+    });
+}
+
+/// One datagram from `sender`, connected to `to` first, so that a "port
+/// unreachable" for it comes back to it (an error left from its last
+/// target is cleared first).
+fn send_datagram(sender: &Socket, to: SocketAddr) -> io::Result<()> {
+    sender.take_error()?;
+    sender.connect(&to.into())?;
+    sender.send(b"x").map(|_| ())
 }
 
 /// Take everything waiting on a receiving socket without blocking: accept
@@ -273,8 +332,9 @@ pub const TRAFFIC: [(Proto, Sender); 3] = [
 
 /// The bench's floor of the delivery step: `n` messages of `sender`'s kind
 /// as bare syscalls on one thread, each taken by a receiver on 127.0.0.1:
-/// a new client's connection, accepted and aborted (TCP), or a new
-/// client's datagram, or one from a connected peer (UDP), read.
+/// a new client's connection, accepted and aborted (TCP), or a datagram
+/// from one of the thread's UDP senders, or one from a connected peer
+/// (UDP), read.
 pub fn floor(proto: Proto, sender: Sender, n: u32) -> io::Result<()> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let receiver = Socket::new(Domain::IPV4, proto.into(), None)?;
@@ -298,8 +358,10 @@ pub fn floor(proto: Proto, sender: Sender, n: u32) -> io::Result<()> {
         (Proto::Udp, Sender::New) => {
             receiver.set_read_timeout(Some(WAIT))?;
             for _ in 0..n {
-                let _client = new_client(proto, to)?;
+                let senders = udp_senders(to.ip(), 1)?;
+                send_datagram(&senders[0], to)?;
                 receiver.recv(&mut buf)?;
+                give_back_udp_senders(to.ip(), senders);
             }
         }
         (Proto::Udp, Sender::Peer) => {
@@ -336,6 +398,24 @@ mod tests {
             let sent = floor(proto, sender, 4);
             assert!(sent.is_ok(), "{proto:?} {sender:?}: {sent:?}");
         }
+    }
+
+    /// The two rounds of a probe (`ROUND`, then `CONFIRM`) send from
+    /// different ports: a balancing kernel must get fresh hashes.
+    #[test]
+    fn a_probes_rounds_send_from_different_ports() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let port = |s: &Socket| s.local_addr().unwrap().as_socket().unwrap().port();
+        let first = udp_senders(ip, ROUND as usize).unwrap();
+        let ports: Vec<u16> = first.iter().map(port).collect();
+        give_back_udp_senders(ip, first);
+        let confirm = udp_senders(ip, CONFIRM as usize).unwrap();
+        assert!(confirm.iter().all(|s| !ports.contains(&port(s))));
+        let mut all: Vec<u16> = ports.into_iter().chain(confirm.iter().map(port)).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), (ROUND + CONFIRM) as usize);
+        give_back_udp_senders(ip, confirm);
     }
 
     #[test]
