@@ -25,12 +25,19 @@ pub const EXPECTED: &[&str] = &["linux", "macos", "windows", "freebsd"];
 /// (first key column, second key column or "", answer column)
 pub type CellKey = (String, String, String);
 
-/// One recorded table's answers. Hashed, not sorted: the model's check
-/// looks up every cell of every folder (~150,000 each); `differences`
-/// sorts the few tables that differ.
+/// One recorded table's answers: the cells its rows hold, and the grid
+/// the table stands for (its address pairs, row keys and columns, the
+/// option sets named as not run included). A cell of the grid that no row
+/// holds is `unsupported`, and is not stored: that is two thirds of a
+/// Linux table. Hashed, not sorted: the model's check looks up every cell
+/// of every folder (~150,000 each); `differences` sorts the few tables
+/// that differ.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Answers {
     pub cells: HashMap<CellKey, String>,
+    pairs: BTreeSet<String>,
+    row_keys: BTreeSet<String>,
+    cols: BTreeSet<String>,
     /// The platform ran none of the table's cases: every cell is
     /// `unsupported`, whichever cell another platform asks about.
     pub none_run: bool,
@@ -39,16 +46,28 @@ pub struct Answers {
 impl Answers {
     /// The recorded answer of `cell`, if the table has one.
     pub fn cell(&self, cell: &CellKey) -> Option<&str> {
-        match self.cells.get(cell) {
-            Some(answer) => Some(answer),
-            None if self.none_run => Some("unsupported"),
-            None => None,
+        if let Some(answer) = self.cells.get(cell) {
+            return Some(answer);
         }
+        let (pair, first, second) = cell;
+        let in_grid = self.pairs.contains(pair)
+            && self.row_keys.contains(first)
+            && self.cols.contains(second);
+        (self.none_run || in_grid).then_some("unsupported")
     }
 
     /// The answer of `cell` as the comparison shows it: "-" where there is none.
     fn get(&self, cell: &CellKey) -> &str {
         self.cell(cell).unwrap_or("-")
+    }
+
+    /// Every cell of the table: the whole grid.
+    fn keys(&self) -> impl Iterator<Item = CellKey> + '_ {
+        (self.pairs.iter()).flat_map(move |pair| {
+            (self.row_keys.iter()).flat_map(move |first| {
+                (self.cols.iter()).map(move |second| (pair.clone(), first.clone(), second.clone()))
+            })
+        })
     }
 }
 
@@ -59,8 +78,8 @@ pub type PlatformTables = BTreeMap<String, Arc<Answers>>;
 /// Every platform's tables: os -> table name -> answers.
 pub type RecordedTables = BTreeMap<String, PlatformTables>;
 
-/// A table's cells by position. Option sets named as not run become
-/// `unsupported` cells, so they compare like any answer.
+/// A table's cells by position. Option sets named as not run widen the
+/// grid: their cells are `unsupported`, and compare like any answer.
 pub fn answers(table: &Table) -> Answers {
     let keys = table.key_columns;
     let second_key = |row: &[String]| {
@@ -72,33 +91,27 @@ pub fn answers(table: &Table) -> Answers {
     };
     let mut out = Answers {
         none_run: table.rows.is_empty(),
+        cols: table.header.iter().skip(keys).cloned().collect(),
         ..Answers::default()
     };
-    let mut pairs = BTreeSet::new();
-    let mut row_keys = BTreeSet::new();
     for row in &table.rows {
-        pairs.insert(row[0].clone());
-        row_keys.insert(second_key(row));
+        if !out.pairs.contains(&row[0]) {
+            out.pairs.insert(row[0].clone());
+        }
+        let first = second_key(row);
+        if !out.row_keys.contains(&first) {
+            out.row_keys.insert(first.clone());
+        }
         for (col, cell) in table.header[keys..].iter().zip(&row[keys..]) {
             let cell = cell.split('[').next().unwrap_or_default();
             out.cells
-                .insert((row[0].clone(), second_key(row), col.clone()), cell.into());
+                .insert((row[0].clone(), first.clone(), col.clone()), cell.into());
         }
     }
-    let mut cols: BTreeSet<String> = table.header.iter().skip(keys).cloned().collect();
     for note in &table.notes {
         if let Note::NotRun { left_out, .. } = note {
-            cols.extend(left_out.iter().cloned());
-            row_keys.extend(left_out.iter().cloned());
-        }
-    }
-    for pair in &pairs {
-        for first in &row_keys {
-            for second in &cols {
-                out.cells
-                    .entry((pair.clone(), first.clone(), second.clone()))
-                    .or_insert_with(|| "unsupported".into());
-            }
+            out.cols.extend(left_out.iter().cloned());
+            out.row_keys.extend(left_out.iter().cloned());
         }
     }
     out
@@ -176,17 +189,15 @@ pub fn differences(recorded: &RecordedTables) -> Vec<Difference> {
         if same_answers_everywhere(&tables) {
             continue;
         }
-        let cells: BTreeSet<&CellKey> = (tables.iter().flatten())
-            .flat_map(|t| t.cells.keys())
-            .collect();
+        let cells: BTreeSet<CellKey> = (tables.iter().flatten()).flat_map(|t| t.keys()).collect();
         let mut answers: Vec<&str> = Vec::with_capacity(tables.len());
         for cell in cells {
             answers.clear();
-            answers.extend(tables.iter().map(|t| t.map_or("-", |a| a.get(cell))));
+            answers.extend(tables.iter().map(|t| t.map_or("-", |a| a.get(&cell))));
             if disagree(&answers) {
                 out.push(Difference {
                     table: name.clone(),
-                    cell: cell.clone(),
+                    cell,
                     answers: answers.iter().map(|a| a.to_string()).collect(),
                 });
             }
@@ -483,6 +494,35 @@ mod tests {
         let key = |second: &str| ("0.0.0.0 -> 0.0.0.0".into(), "none".into(), second.into());
         assert_eq!(a.get(&key("none")), "ok");
         assert_eq!(a.get(&key("exclusive")), "unsupported");
+    }
+
+    /// A cell of an option set one platform did not run is `unsupported`
+    /// there, as a row or as a column, and differs from the answer of a
+    /// platform that ran it.
+    #[test]
+    fn a_cell_not_run_differs_from_one_that_ran() {
+        let header = ["first -> second", "first options", "none", "exclusive"].map(String::from);
+        let mut ran = Table::new(vec!["title".into()], 2, header.to_vec());
+        for (first, cells) in [("none", ["ok", "EACCES"]), ("exclusive", ["EACCES", "ok"])] {
+            let row = ["0.0.0.0 -> 0.0.0.0", first, cells[0], cells[1]];
+            ran.rows.push(row.map(String::from).to_vec());
+        }
+        let tables = recorded(&[("linux", "t", matrix_table("ok")), ("windows", "t", ran)]);
+        let found: Vec<(String, String, Vec<String>)> = (differences(&tables).into_iter())
+            .map(|d| (d.cell.1, d.cell.2, d.answers))
+            .collect();
+        let diff = |first: &str, second: &str, windows: &str| {
+            let answers = vec!["unsupported".to_string(), windows.to_string()];
+            (first.to_string(), second.to_string(), answers)
+        };
+        assert_eq!(
+            found,
+            [
+                diff("exclusive", "exclusive", "ok"),
+                diff("exclusive", "none", "EACCES"),
+                diff("none", "exclusive", "EACCES"),
+            ]
+        );
     }
 
     /// A platform that runs none of a table's cases records it without rows
