@@ -14,12 +14,12 @@ pub mod freebsd;
 pub mod linux;
 pub mod windows;
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+use std::collections::BTreeMap;
+use std::fmt::{self, Write};
 
 use crate::report::compare::{Answers, CellKey, PlatformTables, RecordedTables};
 use crate::report::matrix::push_pair_label;
-use crate::scenario::{Case, Endpoint, Family, Options, Proto, SockOpt, TableKey};
+use crate::scenario::{Case, Family, Proto, SockOpt, TableKey};
 
 /// One named rule of a platform's model, as a reviewer would say it.
 #[derive(Debug, PartialEq, Eq)]
@@ -399,6 +399,44 @@ pub struct Agreement {
 }
 
 impl Agreement {
+    /// One case: its recorded cell (`None`: no such table or cell) against
+    /// the model's prediction.
+    fn add(&mut self, platform: Platform, case: &Case, recorded: Option<&str>) {
+        let Some(recorded) = recorded.map(answer_part) else {
+            self.not_compared += 1;
+            return;
+        };
+        if recorded == "skipped" || recorded == "setup-failed" {
+            self.not_compared += 1;
+            return;
+        }
+        let prediction = platform.predict(case);
+        let predicted = prediction.answer.cell();
+        if predicted != recorded {
+            self.disagree.push((*case, predicted, recorded.to_string()));
+            return;
+        }
+        if prediction.answer == Answer::Unsupported {
+            self.unsupported += 1;
+        } else {
+            self.ran += 1;
+        }
+        for rule in prediction.rules {
+            *self.fired.entry(rule.name).or_default() += 1;
+        }
+    }
+
+    /// `other`'s cells added to these (the same folder, other cases).
+    pub fn merge(&mut self, other: Agreement) {
+        self.ran += other.ran;
+        self.unsupported += other.unsupported;
+        self.not_compared += other.not_compared;
+        self.disagree.extend(other.disagree);
+        for (rule, n) in other.fired {
+            *self.fired.entry(rule).or_default() += n;
+        }
+    }
+
     /// The platform's rules no compared cell fired.
     pub fn never_fired(&self, platform: Platform) -> Vec<&'static str> {
         (platform.rules().into_iter())
@@ -428,13 +466,10 @@ pub fn recorded_cell<'a>(tables: &'a PlatformTables, case: &Case) -> Option<&'a 
 
 /// A platform's recorded cells, looked up case after case. `agreements`
 /// asks for every case of the matrix (~150,000 per folder): each table is
-/// found once, each address's and option set's label is written once, and
-/// each cell's key is put together in one reused buffer.
+/// found once, and each cell's key is written into one reused buffer.
 struct RecordedCells<'a> {
     tables: &'a PlatformTables,
     found: BTreeMap<TableKey, Option<&'a Answers>>,
-    endpoints: HashMap<Endpoint, String>,
-    options: HashMap<Options, String>,
     key: CellKey,
 }
 
@@ -443,8 +478,6 @@ impl<'a> RecordedCells<'a> {
         RecordedCells {
             tables,
             found: BTreeMap::new(),
-            endpoints: HashMap::new(),
-            options: HashMap::new(),
             key: CellKey::default(),
         }
     }
@@ -458,26 +491,13 @@ impl<'a> RecordedCells<'a> {
 
     /// The cell of `case` in `table`, which holds it.
     fn cell(&mut self, table: &'a Answers, case: &Case) -> Option<&'a str> {
-        for e in [case.first.endpoint, case.second.endpoint] {
-            self.endpoints.entry(e).or_insert_with(|| e.to_string());
-        }
         let (pair, first, second) = &mut self.key;
         pair.clear();
-        let label = |e: &Endpoint| self.endpoints[e].as_str();
-        push_pair_label(
-            pair,
-            label(&case.first.endpoint),
-            case.peer,
-            label(&case.second.endpoint),
-        );
-        for (out, options) in [(first, case.first.options), (second, case.second.options)] {
-            out.clear();
-            out.push_str(
-                self.options
-                    .entry(options)
-                    .or_insert_with(|| options.to_string()),
-            );
-        }
+        push_pair_label(pair, &case.first.endpoint, case.peer, &case.second.endpoint);
+        first.clear();
+        write!(first, "{}", case.first.options).expect("a String takes any text");
+        second.clear();
+        write!(second, "{}", case.second.options).expect("a String takes any text");
         table.cell(&self.key)
     }
 
@@ -522,44 +542,4 @@ pub fn agreements(folders: &[(Platform, &PlatformTables)], cases: &[Case]) -> Ve
         }
     }
     out
-}
-
-impl Agreement {
-    /// One case: its recorded cell (`None`: no such table or cell) against
-    /// the model's prediction.
-    fn add(&mut self, platform: Platform, case: &Case, recorded: Option<&str>) {
-        let Some(recorded) = recorded.map(answer_part) else {
-            self.not_compared += 1;
-            return;
-        };
-        if recorded == "skipped" || recorded == "setup-failed" {
-            self.not_compared += 1;
-            return;
-        }
-        let prediction = platform.predict(case);
-        let predicted = prediction.answer.cell();
-        if predicted != recorded {
-            self.disagree.push((*case, predicted, recorded.to_string()));
-            return;
-        }
-        if prediction.answer == Answer::Unsupported {
-            self.unsupported += 1;
-        } else {
-            self.ran += 1;
-        }
-        for rule in prediction.rules {
-            *self.fired.entry(rule.name).or_default() += 1;
-        }
-    }
-
-    /// `other`'s cells added to these (the same folder, other cases).
-    pub fn merge(&mut self, other: Agreement) {
-        self.ran += other.ran;
-        self.unsupported += other.unsupported;
-        self.not_compared += other.not_compared;
-        self.disagree.extend(other.disagree);
-        for (rule, n) in other.fired {
-            *self.fired.entry(rule).or_default() += n;
-        }
-    }
 }

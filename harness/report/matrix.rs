@@ -26,14 +26,7 @@ pub fn pair_label(first: &Endpoint, peer: Option<Peer>, second: &Endpoint) -> St
 
 /// `pair_label` appended to `out`, so that a loop over every case of the
 /// matrix (the model's check of the records) can reuse one buffer.
-/// The endpoints come as anything that displays as one (the model's check
-/// passes labels it wrote once).
-pub fn push_pair_label(
-    out: &mut String,
-    first: impl std::fmt::Display,
-    peer: Option<Peer>,
-    second: impl std::fmt::Display,
-) {
+pub fn push_pair_label(out: &mut String, first: &Endpoint, peer: Option<Peer>, second: &Endpoint) {
     write!(out, "{first}").unwrap();
     if let Some(p) = peer {
         write!(out, " {}", p.name()).unwrap();

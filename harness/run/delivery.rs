@@ -159,7 +159,7 @@ impl Sides<'_> {
             }
             Sender::New => {
                 for _ in 0..n {
-                    match new_client(proto, to) {
+                    match tcp_client(to) {
                         Ok(client) => clients.push(client),
                         Err(_) => refused += 1,
                     }
@@ -204,9 +204,9 @@ impl Sides<'_> {
     }
 }
 
-/// A new client of the shared port: a connected TCP socket.
-fn new_client(proto: Proto, to: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(to), proto.into(), None)?;
+/// A new TCP client of the shared port, connected.
+fn tcp_client(to: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
     socket.connect_timeout(&to.into(), WAIT)?;
     Ok(socket)
 }
@@ -351,7 +351,7 @@ pub fn floor(proto: Proto, sender: Sender, n: u32) -> io::Result<()> {
             receiver.listen(128)?;
             receiver.set_read_timeout(Some(WAIT))?;
             for _ in 0..n {
-                let client = new_client(proto, to)?;
+                let client = tcp_client(to)?;
                 let (conn, _) = receiver.accept()?;
                 conn.set_linger(Some(std::time::Duration::ZERO))?;
                 client.set_linger(Some(std::time::Duration::ZERO))?;
