@@ -265,6 +265,37 @@ fn units(cases: &[Case]) -> Vec<Range<usize>> {
     out
 }
 
+/// `work` done on every item by `threads` threads, each taking the next
+/// item as it is free; the results come back in the order of `items`.
+pub fn in_order<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, work(item)));
+                    }
+                })
+            })
+            .collect();
+        (workers.into_iter())
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 /// Run `cases` on `threads` threads; records come back in the order of
 /// `cases`. Each case has its own port, so the answers do not depend on
 /// what runs beside it. `progress` is called with the number of cases done.
@@ -287,30 +318,11 @@ pub fn run_all(cases: &[Case], threads: usize, progress: &(dyn Fn(usize) + Sync)
     let answered = cases.len() - to_run.len();
     progress(answered);
     let units = units(&to_run);
-    let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(answered);
-    let parts: Vec<(usize, Vec<Record>)> = thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(range) = units.get(n) else {
-                            return mine;
-                        };
-                        let unit = run_unit(&to_run[range.clone()]);
-                        let count = unit.len();
-                        mine.push((range.start, unit));
-                        progress(done.fetch_add(count, Ordering::Relaxed) + count);
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a worker thread panicked"))
-            .collect()
+    let parts = in_order(&units, threads, |range| {
+        let unit = run_unit(&to_run[range.clone()]);
+        progress(done.fetch_add(unit.len(), Ordering::Relaxed) + unit.len());
+        (range.start, unit)
     });
     for (start, unit) in parts {
         for (k, record) in unit.into_iter().enumerate() {

@@ -14,7 +14,6 @@ use std::io::{Read, Seek};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -883,30 +882,7 @@ pub fn run_all(say: &mut (dyn FnMut(String) + Send)) -> Vec<Story> {
         };
         Story { row, answer }
     };
-    let rows = rows();
-    let next = AtomicUsize::new(0);
-    let mut stories: Vec<(usize, Story)> = thread::scope(|scope| {
-        let workers: Vec<_> = (0..ROWS_AT_ONCE)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&row) = rows.get(i) else {
-                            return mine;
-                        };
-                        mine.push((i, story(row)));
-                    }
-                })
-            })
-            .collect();
-        (workers.into_iter())
-            .flat_map(|w| w.join().expect("a runtimes worker panicked"))
-            .collect()
-    });
-    // In table order, whichever worker ran them.
-    stories.sort_by_key(|(i, _)| *i);
-    stories.into_iter().map(|(_, story)| story).collect()
+    run::in_order(&rows(), ROWS_AT_ONCE, |&row| story(row))
 }
 
 /// Where built programs are kept between runs: `runtimes/` in cargo's
